@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install, with apt, the system packages that the tests (and `make demo`) run for real, when missing:
+# PostgreSQL, Redis, nginx with the RTMP and stream modules, ffmpeg, Chromium, and python3-venv.
+set -eu
+need=""
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+for pkg in postgresql redis-server nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg chromium; do
+    have "$pkg" || need="$need $pkg"
+done
+# Debian's python3 needs python3-venv for `python3 -m venv`; other Pythons bring ensurepip themselves.
+python3 -c "import ensurepip" 2>/dev/null || need="$need python3-venv"
+if [ -z "$need" ]; then
+    exit 0
+fi
+if [ "$(id -u)" != "0" ]; then
+    echo "Missing system packages:$need" >&2
+    echo "Install them with: sudo apt-get install -y --no-install-recommends$need" >&2
+    exit 1
+fi
+echo "Installing system packages:$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $need

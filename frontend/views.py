@@ -1,0 +1,300 @@
+"""Console pages. Thin: parse the form, call one domain function, render or redirect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+
+from console import audit, tokens
+from console.models import ApiToken, AuditEntry
+from console.roles import Role, request_role
+from frontend import forms
+from streams import keys
+from streams.models import Application, Server, StreamKey
+
+ONCE_SESSION_KEY = "tally_show_once"
+
+
+class RoleView(LoginRequiredMixin, View):
+    """A page that needs at least ``read_role`` to view and ``write_role`` to POST."""
+
+    read_role = Role.VIEWER
+    write_role = Role.ADMIN
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if request.user.is_authenticated:
+            needed = self.write_role if request.method == "POST" else self.read_role
+            if request_role(request) < needed:
+                raise PermissionDenied("Your role does not allow this.")
+        return super().dispatch(request, *args, **kwargs)
+
+    def actor(self) -> audit.Actor:
+        return audit.Actor.from_request(self.request)
+
+
+def _show_once(request: HttpRequest, kind: str, object_id: int, secret: str, **extra: str) -> None:
+    """Hand a secret to exactly one following page view (then it is gone from the session)."""
+    request.session[ONCE_SESSION_KEY] = {"kind": kind, "id": object_id, "secret": secret, **extra}
+
+
+def _pop_once(request: HttpRequest, kind: str, object_id: int) -> dict[str, Any] | None:
+    data = request.session.get(ONCE_SESSION_KEY)
+    if data and data.get("kind") == kind and data.get("id") == object_id:
+        del request.session[ONCE_SESSION_KEY]
+        return data  # type: ignore[no-any-return]
+    return None
+
+
+class HomeView(RoleView):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        now = timezone.now()
+        context = {
+            "servers": Server.objects.visible_to(request.user).count(),
+            "applications": Application.objects.visible_to(request.user).count(),
+            "active_keys": StreamKey.objects.visible_to(request.user).with_state("active", now).count(),
+            "recent": AuditEntry.objects.all()[:10] if request_role(request) >= Role.ADMIN else [],
+        }
+        return render(request, "frontend/home.html", context)
+
+
+class ServerListView(RoleView):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        servers = Server.objects.visible_to(request.user).annotate(n_apps=Count("applications"))
+        return render(request, "frontend/server_list.html", {"servers": servers})
+
+
+class ServerDetailView(RoleView):
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        server = get_object_or_404(Server.objects.visible_to(request.user), pk=pk)
+        apps = server.applications.annotate(n_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True))).order_by(
+            "name"
+        )
+        return render(request, "frontend/server_detail.html", {"server": server, "apps": apps})
+
+
+class ModelFormView(RoleView):
+    """Create or edit one model instance through a ModelForm; the save is validated and audited."""
+
+    read_role = Role.ADMIN
+    form_class: Any = None
+    title = ""
+
+    def get_instance(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def success_url(self, instance: Any) -> str:
+        raise NotImplementedError
+
+    def get(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        instance = self.get_instance(**kwargs)
+        return self._render(self.form_class(instance=instance), instance)
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        instance = self.get_instance(**kwargs)
+        form = self.form_class(request.POST, instance=instance)
+        if form.is_valid():
+            try:
+                audit.save_audited(form.instance, self.actor())
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"Saved {form.instance}.")
+                return redirect(self.success_url(form.instance))
+        return self._render(form, instance, status=400)
+
+    def _render(self, form: Any, instance: Any, status: int = 200) -> HttpResponse:
+        title = f"Edit {instance}" if instance.pk else self.title
+        return render(
+            request=self.request,
+            template_name="frontend/form.html",
+            context={"form": form, "title": title},
+            status=status,
+        )
+
+
+class ServerFormView(ModelFormView):
+    form_class = forms.ServerForm
+    title = "Add a server"
+
+    def get_instance(self, pk: int | None = None, **kwargs: Any) -> Server:
+        return get_object_or_404(Server, pk=pk) if pk else Server()
+
+    def success_url(self, instance: Server) -> str:
+        return reverse("server-detail", args=[instance.pk])
+
+
+class ApplicationFormView(ModelFormView):
+    form_class = forms.ApplicationForm
+    title = "Add an application"
+
+    def get_instance(self, server_pk: int | None = None, pk: int | None = None, **kwargs: Any) -> Application:
+        if pk:
+            return get_object_or_404(Application.objects.select_related("server"), pk=pk)
+        return Application(server=get_object_or_404(Server, pk=server_pk))
+
+    def success_url(self, instance: Application) -> str:
+        return reverse("application-detail", args=[instance.pk])
+
+
+class DeleteView(RoleView):
+    """Confirm, then delete with an audit entry (children cascade and are counted)."""
+
+    read_role = Role.ADMIN
+    model: Any = None
+
+    def target(self, pk: int) -> Any:
+        return get_object_or_404(self.model, pk=pk)
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        obj = self.target(pk)
+        return render(request, "frontend/confirm.html", {"title": f"Delete {obj}?", "danger": True, "form": None})
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        obj = self.target(pk)
+        after = self.after_delete_url(obj)
+        audit.delete_audited(obj, self.actor())
+        messages.success(request, f"Deleted {obj}.")
+        return redirect(after)
+
+    def after_delete_url(self, obj: Any) -> str:
+        return reverse("server-list")
+
+
+class ServerDeleteView(DeleteView):
+    model = Server
+
+
+class ApplicationDeleteView(DeleteView):
+    model = Application
+
+    def after_delete_url(self, obj: Application) -> str:
+        return reverse("server-detail", args=[obj.server_id])
+
+
+class ApplicationDetailView(RoleView):
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        app = get_object_or_404(Application.objects.visible_to(request.user).select_related("server"), pk=pk)
+        state = request.GET.get("state", "")
+        key_qs = app.keys.select_related("created_by").order_by("public_name")
+        if state in StreamKey.State.values:
+            key_qs = key_qs.with_state(state)  # type: ignore[attr-defined]
+        now = timezone.now()
+        rows = [(key, key.state(now)) for key in key_qs]
+        return render(request, "frontend/application_detail.html", {"app": app, "rows": rows, "state": state})
+
+
+class KeyIssueView(RoleView):
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, app_pk: int) -> HttpResponse:
+        app = get_object_or_404(Application, pk=app_pk)
+        return render(request, "frontend/form.html", {"form": forms.KeyIssueForm(), "title": f"Issue a key for {app}"})
+
+    def post(self, request: HttpRequest, app_pk: int) -> HttpResponse:
+        app = get_object_or_404(Application.objects.select_related("server"), pk=app_pk)
+        form = forms.KeyIssueForm(request.POST)
+        if form.is_valid():
+            try:
+                issued = keys.issue_key(app, actor=self.actor(), **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                _show_once(request, "key", issued.key.pk, issued.secret)
+                return redirect("key-issued", pk=issued.key.pk)
+        return render(request, "frontend/form.html", {"form": form, "title": f"Issue a key for {app}"}, status=400)
+
+
+class KeyIssuedView(RoleView):
+    """Shows the secret of a key just issued, once; a reload finds it gone."""
+
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        key = get_object_or_404(StreamKey.objects.select_related("application__server"), pk=pk)
+        once = _pop_once(request, "key", key.pk)
+        context: dict[str, Any] = {"key": key, "secret": None}
+        if once:
+            issued = keys.IssuedKey(key=key, secret=once["secret"])
+            context.update(secret=issued.secret, obs_server_url=issued.obs_server_url, publish_url=issued.publish_url)
+        response = render(request, "frontend/key_issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class KeyRevokeView(RoleView):
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        key = get_object_or_404(StreamKey, pk=pk)
+        return render(
+            request, "frontend/confirm.html", {"title": f"Revoke {key}?", "danger": True, "form": forms.RevokeForm()}
+        )
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        key = get_object_or_404(StreamKey, pk=pk)
+        form = forms.RevokeForm(request.POST)
+        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        result = keys.revoke_key(key, self.actor(), reason)
+        if result.was_already_revoked:
+            messages.info(request, f"{key} was already revoked.")
+        else:
+            messages.success(request, f"Revoked {key}.")
+        return redirect("application-detail", pk=key.application_id)
+
+
+class AuditListView(RoleView):
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        entries = AuditEntry.objects.order_by("-created", "-id")
+        filters = {
+            k: request.GET[k][:100] for k in ("object_type", "object_id", "action", "actor_name") if request.GET.get(k)
+        }
+        entries = entries.filter(**filters)
+        page = Paginator(entries, 50).get_page(request.GET.get("page"))
+        return render(request, "frontend/audit_list.html", {"page": page, "filters": filters})
+
+
+class TokenListView(RoleView):
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._render(forms.TokenForm(initial={"owner": request.user.get_username()}))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = forms.TokenForm(request.POST)
+        if not form.is_valid():
+            return self._render(form, status=400)
+        data = form.cleaned_data
+        if data["expires_at"] and data["expires_at"] <= timezone.now():
+            form.add_error("expires_at", "The expiry must be in the future.")
+            return self._render(form, status=400)
+        issued = tokens.issue_token(data["owner"], data["name"], data["role_ceiling"], self.actor(), data["expires_at"])
+        _show_once(request, "token", issued.token.pk, issued.secret)
+        return redirect("token-list")
+
+    def _render(self, form: Any, status: int = 200) -> HttpResponse:
+        token_rows = [(t, t.state()) for t in ApiToken.objects.select_related("owner")]
+        once = self.request.session.pop(ONCE_SESSION_KEY, None)
+        return render(
+            self.request, "frontend/token_list.html", {"rows": token_rows, "form": form, "once": once}, status=status
+        )
+
+
+class TokenRevokeView(RoleView):
+    read_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponseRedirect:
+        token = tokens.revoke_token(get_object_or_404(ApiToken, pk=pk), self.actor())
+        messages.success(request, f"Revoked token {token}.")
+        return redirect("token-list")

@@ -1,0 +1,142 @@
+"""Inventory serializers: explicit fields, unknown input rejected, credentials write-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
+from rest_framework import serializers
+
+from console.api import StrictSerializerMixin
+from streams import validators
+from streams.app_settings import clean_app_settings
+from streams.keys import IssuedKey
+from streams.models import Application, Server, StreamKey
+
+
+class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
+    wowza_username = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=200)
+    wowza_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"}
+    )
+    has_wowza_credentials = serializers.SerializerMethodField()
+    tags = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20)
+
+    class Meta:
+        model = Server
+        fields = [
+            "id", "name", "kind", "role", "host", "rtmp_port", "enabled", "tags", "notes",
+            "stat_url", "control_url", "wowza_api_url", "wowza_username", "wowza_password", "wowza_auth",
+            "has_wowza_credentials", "created", "updated",
+        ]  # fmt: skip
+        read_only_fields = ["id", "created", "updated"]
+
+    def get_has_wowza_credentials(self, obj: Server) -> bool:
+        return bool(obj.wowza_username or obj.wowza_password)
+
+    def validate_tags(self, value: Any) -> Any:
+        try:
+            validators.validate_tags(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+
+class ApplicationSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
+    server = serializers.PrimaryKeyRelatedField(queryset=Server.objects.all())
+    server_name = serializers.CharField(source="server.name", read_only=True)
+    settings = serializers.JSONField(required=False)
+
+    class Meta:
+        model = Application
+        fields = ["id", "server", "server_name", "name", "kind", "settings", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+    def validate_settings(self, value: Any) -> Any:
+        try:
+            return clean_app_settings(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(
+                exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+            ) from None
+
+
+class StreamKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A key as listed: never the secret, only its visible prefix."""
+
+    state = serializers.SerializerMethodField()
+    application_name = serializers.CharField(source="application.name", read_only=True)
+    server = serializers.IntegerField(source="application.server_id", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)  # type: ignore[assignment]
+    revoked_by = serializers.CharField(source="revoked_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = StreamKey
+        fields = [
+            "id", "application", "application_name", "server", "label", "public_name", "prefix", "state",
+            "created", "created_by", "expires_at", "revoked_at", "revoked_by", "revoke_reason",
+            "last_used_at", "max_publishers", "allowed_cidrs",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_state(self, obj: StreamKey) -> str:
+        return str(obj.state(self.context.get("now") or timezone.now()))
+
+
+class StreamKeyIssueSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    """Input of POST /keys/."""
+
+    application = serializers.PrimaryKeyRelatedField(queryset=Application.objects.select_related("server"))
+    label = serializers.CharField(max_length=100)  # type: ignore[assignment]
+    public_name = serializers.CharField(
+        max_length=128, required=False, allow_blank=True, validators=[validators.public_name_validator]
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    max_publishers = serializers.IntegerField(min_value=1, max_value=100, default=1)
+    allowed_cidrs = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=50)
+
+    def validate_allowed_cidrs(self, value: list[str]) -> list[str]:
+        try:
+            validators.validate_cidrs(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        name = attrs.get("public_name")
+        if name and StreamKey.objects.filter(application=attrs["application"], public_name=name).exists():
+            raise serializers.ValidationError({"public_name": ["This public name is already used in the application."]})
+        return attrs
+
+
+class IssuedKeySerializer(StreamKeySerializer):
+    """The answer to POST /keys/: the key plus its secret, shown this once."""
+
+    secret = serializers.SerializerMethodField()
+    obs_server_url = serializers.SerializerMethodField()
+    obs_stream_key = serializers.SerializerMethodField()
+    publish_url = serializers.SerializerMethodField()
+
+    class Meta(StreamKeySerializer.Meta):
+        fields = [*StreamKeySerializer.Meta.fields, "secret", "obs_server_url", "obs_stream_key", "publish_url"]
+        read_only_fields = fields
+
+    def _issued(self) -> IssuedKey:
+        return self.context["issued"]  # type: ignore[no-any-return]
+
+    def get_secret(self, obj: StreamKey) -> str:
+        return self._issued().secret
+
+    def get_obs_server_url(self, obj: StreamKey) -> str:
+        return self._issued().obs_server_url
+
+    def get_obs_stream_key(self, obj: StreamKey) -> str:
+        return self._issued().secret
+
+    def get_publish_url(self, obj: StreamKey) -> str:
+        return self._issued().publish_url
+
+
+class RevokeSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")

@@ -1,0 +1,116 @@
+"""Publish keys: issue, revoke, and find by secret."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from console import audit
+from console.tokens import hash_secret
+from streams.models import Application, StreamKey
+
+SECRET_BYTES = 24  # 192 bits; token_urlsafe gives 32 URL-safe characters
+VISIBLE_PREFIX_LEN = 6
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly issued key and its secret: the only time the secret exists outside the encoder."""
+
+    key: StreamKey
+    secret: str
+
+    @property
+    def obs_server_url(self) -> str:
+        return self.key.application.publish_base_url
+
+    @property
+    def publish_url(self) -> str:
+        return self.key.publish_url(self.secret)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def default_public_name(application: Application, label: str) -> str:
+    """A readable, unused public name derived from the label."""
+    base = (slugify(label)[:40] or "stream").strip("-_.") or "stream"
+    taken = set(application.keys.values_list("public_name", flat=True))
+    if base not in taken:
+        return base
+    while True:
+        candidate = f"{base}-{secrets.token_hex(3)}"
+        if candidate not in taken:
+            return candidate
+
+
+@transaction.atomic
+def issue_key(
+    application: Application,
+    *,
+    label: str,
+    actor: audit.Actor,
+    public_name: str = "",
+    expires_at: datetime | None = None,
+    max_publishers: int = 1,
+    allowed_cidrs: list[str] | None = None,
+) -> IssuedKey:
+    """Create a key with a fresh secret; raises ValidationError naming the bad field."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
+    secret = new_secret()
+    key = StreamKey(
+        application=application,
+        label=label,
+        public_name=public_name or default_public_name(application, label),
+        prefix=secret[:VISIBLE_PREFIX_LEN],
+        secret_hash=hash_secret(secret),
+        created_by=actor.user,
+        expires_at=expires_at,
+        max_publishers=max_publishers,
+        allowed_cidrs=allowed_cidrs or [],
+    )
+    key.full_clean()
+    key.save()
+    audit.record(actor, "issue", key, after=audit.snapshot(key))
+    return IssuedKey(key=key, secret=secret)
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    key: StreamKey
+    was_already_revoked: bool
+
+
+@transaction.atomic
+def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeResult:
+    """Revoke a key now. Idempotent: revoking a revoked key changes nothing and audits nothing."""
+    locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
+    if locked.revoked_at is not None:
+        return RevokeResult(key=locked, was_already_revoked=True)
+    before = audit.snapshot(locked)
+    locked.revoked_at = timezone.now()
+    locked.revoked_by = actor.user
+    locked.revoke_reason = reason[:200]
+    locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "updated"])
+    audit.record(actor, "revoke", locked, before=before, after=audit.snapshot(locked), message=reason[:500])
+    return RevokeResult(key=locked, was_already_revoked=False)
+
+
+def find_key(secret: str) -> StreamKey | None:
+    """The key whose secret this is (any state), by one indexed hash lookup."""
+    if not secret or len(secret) > 256:
+        return None
+    digest = hash_secret(secret)
+    key = StreamKey.objects.select_related("application__server").filter(secret_hash=digest).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        return None
+    return key

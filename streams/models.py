@@ -1,0 +1,221 @@
+"""Inventory: servers, their applications, and the publish keys of each application."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from console.crypto import EncryptedTextField
+from console.roles import Role as UserRole
+from console.roles import role_of
+from streams import validators
+from streams.app_settings import clean_app_settings, default_app_settings
+
+
+class ServerQuerySet(models.QuerySet["Server"]):
+    def visible_to(self, user: Any) -> ServerQuerySet:
+        """Every server for any role; nothing for users without a role."""
+        return self if role_of(user) >= UserRole.VIEWER else self.none()
+
+
+class Server(models.Model):
+    """One nginx-rtmp or Wowza Streaming Engine host that Tally monitors and configures."""
+
+    class Kind(models.TextChoices):
+        NGINX_RTMP = "nginx-rtmp", "nginx-rtmp"
+        WOWZA = "wowza", "Wowza Streaming Engine"
+
+    class Role(models.TextChoices):
+        ORIGIN = "origin", "Origin"
+        EDGE = "edge", "Edge"
+        PROXY = "proxy", "TCP proxy"
+
+    class AuthMethod(models.TextChoices):
+        BASIC = "basic", "Basic"
+        DIGEST = "digest", "Digest"
+
+    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password")
+
+    name = models.CharField(max_length=64, unique=True, validators=[validators.name_validator])
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NGINX_RTMP)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ORIGIN)
+    host = models.CharField(max_length=253, validators=[validators.validate_host])
+    rtmp_port = models.PositiveIntegerField(default=1935, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    enabled = models.BooleanField(default=True)
+    tags = models.JSONField(default=list, blank=True, validators=[validators.validate_tags])
+    notes = models.TextField(blank=True, max_length=5000)
+    # nginx-rtmp endpoints.
+    stat_url = models.CharField(max_length=500, blank=True, validators=[validators.validate_http_url])
+    control_url = models.CharField(max_length=500, blank=True, validators=[validators.validate_http_url])
+    # Wowza Streaming Engine REST API.
+    wowza_api_url = models.CharField(max_length=500, blank=True, validators=[validators.validate_http_url])
+    wowza_username = EncryptedTextField(blank=True, max_length=200)
+    wowza_password = EncryptedTextField(blank=True, max_length=500)
+    wowza_auth = models.CharField(max_length=8, choices=AuthMethod.choices, default=AuthMethod.DIGEST)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = ServerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.kind == self.Kind.NGINX_RTMP and self.role != self.Role.PROXY and not self.stat_url:
+            errors["stat_url"] = "An nginx-rtmp origin or edge needs its stat URL (the rtmp_stat location)."
+        if self.kind == self.Kind.WOWZA:
+            if self.role == self.Role.PROXY:
+                errors["role"] = "A Wowza server cannot be a TCP proxy."
+            if not self.wowza_api_url:
+                errors["wowza_api_url"] = "A Wowza server needs its REST API base URL."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def rtmp_base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.rtmp_port == 1935 else f":{self.rtmp_port}"
+        return f"rtmp://{host}{port}"
+
+
+class ApplicationQuerySet(models.QuerySet["Application"]):
+    def visible_to(self, user: Any) -> ApplicationQuerySet:
+        return self if role_of(user) >= UserRole.VIEWER else self.none()
+
+
+class Application(models.Model):
+    """An RTMP application on a server (``live`` in rtmp://host/live/name), with render settings."""
+
+    class Kind(models.TextChoices):
+        LIVE = "live", "Live"
+        VOD = "vod", "VOD"
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="applications")
+    name = models.CharField(max_length=64, validators=[validators.name_validator])
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.LIVE)
+    settings = models.JSONField(default=default_app_settings, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = ApplicationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["server__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["server", "name"], name="%(app_label)s_%(class)s_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server.name}/{self.name}" if self.server_id else self.name
+
+    def clean(self) -> None:
+        self.settings = clean_app_settings(self.settings)
+
+    @property
+    def publish_base_url(self) -> str:
+        """OBS's "Server" field: rtmp://host[:port]/app."""
+        return f"{self.server.rtmp_base_url}/{self.name}"
+
+
+class StreamKeyQuerySet(models.QuerySet["StreamKey"]):
+    def visible_to(self, user: Any) -> StreamKeyQuerySet:
+        return self if role_of(user) >= UserRole.VIEWER else self.none()
+
+    def with_state(self, state: str, now: datetime | None = None) -> StreamKeyQuerySet:
+        now = now or timezone.now()
+        if state == "revoked":
+            return self.filter(revoked_at__isnull=False)
+        if state == "expired":
+            return self.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if state == "active":
+            return self.filter(revoked_at__isnull=True).filter(
+                models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+            )
+        return self.none()
+
+
+class StreamKey(models.Model):
+    """A publish key: a secret the encoder sends, mapped to a public stream name viewers use.
+
+    Only the SHA-256 of the secret and a short visible prefix are stored; the secret is shown once.
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    AUDIT_EXCLUDED_FIELDS = ("secret_hash",)
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="keys")
+    label = models.CharField(max_length=100)
+    public_name = models.CharField(max_length=128, validators=[validators.public_name_validator])
+    prefix = models.CharField(max_length=16)
+    # The publish callback's lookup: one indexed equality on the hash.
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoke_reason = models.CharField(max_length=200, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    max_publishers = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    allowed_cidrs = models.JSONField(default=list, blank=True, validators=[validators.validate_cidrs])
+
+    objects = StreamKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["application", "public_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "public_name"], name="%(app_label)s_%(class)s_unique_public_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.public_name})"
+
+    def state(self, now: datetime | None = None) -> str:
+        now = now or timezone.now()
+        if self.revoked_at:
+            return self.State.REVOKED
+        if self.expires_at and self.expires_at <= now:
+            return self.State.EXPIRED
+        return self.State.ACTIVE
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        return self.state(now) == self.State.ACTIVE
+
+    def address_allowed(self, address: str) -> bool:
+        """True when no networks are set, or ``address`` falls in one of them."""
+        if not self.allowed_cidrs:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in self.allowed_cidrs)
+
+    def publish_url(self, secret: str) -> str:
+        """The full URL an encoder publishes to (only ever built at issue time)."""
+        return f"{self.application.publish_base_url}/{quote(secret, safe='')}"

@@ -1,0 +1,75 @@
+"""Session harness: a real PostgreSQL and a real Redis, started on free loopback ports.
+
+Every test that touches the database runs on that PostgreSQL; channels and Celery use that Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from pytest_postgresql import factories as pg_factories
+from pytest_redis import factories as redis_factories
+
+from tests import factories
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+postgresql_proc = pg_factories.postgresql_proc(
+    executable=str(TESTS_DIR / "bin" / "pg_ctl"),
+    host="127.0.0.1",
+    port=None,
+    postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+)
+redis_proc = redis_factories.redis_proc(host="127.0.0.1", port=None)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(postgresql_proc: Any) -> None:
+    settings.DATABASES["default"].update(
+        HOST=postgresql_proc.host,
+        PORT=postgresql_proc.port,
+        USER=postgresql_proc.user,
+        PASSWORD=postgresql_proc.password or "",
+        NAME="tally",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_redis(redis_proc: Any) -> str:
+    """Point the channel layer and the Celery broker at the throwaway Redis."""
+    from channels.layers import channel_layers
+
+    from console.celery import app
+
+    url = f"redis://{redis_proc.host}:{redis_proc.port}/0"
+    settings.REDIS_URL = url
+    settings.CELERY_BROKER_URL = url
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
+    }
+    channel_layers.backends.clear()
+    app.conf.broker_url = url
+    return url
+
+
+@pytest.fixture
+def admin(db: Any) -> Any:
+    return factories.make_user("admin", "admin")
+
+
+@pytest.fixture
+def operator(db: Any) -> Any:
+    return factories.make_user("operator", "operator")
+
+
+@pytest.fixture
+def viewer(db: Any) -> Any:
+    return factories.make_user("viewer", "viewer")
+
+
+@pytest.fixture
+def outsider(db: Any) -> Any:
+    return factories.make_user("outsider", None)

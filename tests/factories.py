@@ -1,0 +1,50 @@
+"""Plain typed factories and personas (admin, operator, viewer, outsider)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from console import audit, tokens
+from streams import keys
+from streams.models import Application, Server
+
+PASSWORD = "correct-horse-battery"
+
+
+def make_user(username: str, role: str | None) -> Any:
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def make_server(name: str = "origin-1", **fields: Any) -> Server:
+    fields.setdefault("host", "127.0.0.1")
+    fields.setdefault("stat_url", "http://127.0.0.1:8080/stat")
+    server = Server(name=name, **fields)
+    server.full_clean()
+    server.save()
+    return server
+
+
+def make_application(server: Server | None = None, name: str = "live", **fields: Any) -> Application:
+    app = Application(server=server or make_server(), name=name, **fields)
+    app.full_clean()
+    app.save()
+    return app
+
+
+def issue_key(application: Application | None = None, label: str = "Camera 1", **fields: Any) -> keys.IssuedKey:
+    return keys.issue_key(application or make_application(), label=label, actor=audit.Actor.system(), **fields)
+
+
+def token_client(user: Any, role_ceiling: str = "admin") -> APIClient:
+    """An API client authenticated with a fresh bearer token of ``user``."""
+    issued = tokens.issue_token(user, f"{user.username}-token", role_ceiling, audit.Actor.system())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    return client
