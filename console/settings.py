@@ -87,6 +87,8 @@ ENCRYPTION_KEYS = env_list("TALLY_ENCRYPTION_KEYS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# How nginx-rtmp servers reach this console for callbacks (rendered into their configs).
+CALLBACK_BASE_URL = env_str("TALLY_CALLBACK_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 # The address the audit log records: REMOTE_ADDR, or the first X-Forwarded-For hop behind a proxy.
 USE_X_FORWARDED_FOR = env_bool("TALLY_USE_X_FORWARDED_FOR")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,10 @@ from console.roles import Role as UserRole
 from console.roles import role_of
 from streams import validators
 from streams.app_settings import clean_app_settings, default_app_settings
+
+
+def new_hook_secret() -> str:
+    return secrets.token_urlsafe(24)
 
 
 class ServerQuerySet(models.QuerySet["Server"]):
@@ -42,7 +47,7 @@ class Server(models.Model):
         BASIC = "basic", "Basic"
         DIGEST = "digest", "Digest"
 
-    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password")
+    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password", "hook_secret")
 
     name = models.CharField(max_length=64, unique=True, validators=[validators.name_validator])
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NGINX_RTMP)
@@ -60,6 +65,8 @@ class Server(models.Model):
     wowza_username = EncryptedTextField(blank=True, max_length=200)
     wowza_password = EncryptedTextField(blank=True, max_length=500)
     wowza_auth = models.CharField(max_length=8, choices=AuthMethod.choices, default=AuthMethod.DIGEST)
+    # Authenticates nginx-rtmp's callbacks (carried in the rendered callback URLs); rotatable.
+    hook_secret = models.CharField(max_length=64, default=new_hook_secret, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
