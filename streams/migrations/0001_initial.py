@@ -4,6 +4,7 @@ import console.crypto
 import django.core.validators
 import django.db.models.deletion
 import streams.app_settings
+import streams.models
 import streams.validators
 from django.conf import settings
 from django.db import migrations, models
@@ -83,6 +84,10 @@ class Migration(migrations.Migration):
                     models.CharField(
                         choices=[("basic", "Basic"), ("digest", "Digest")], default="digest", max_length=8
                     ),
+                ),
+                (
+                    "hook_secret",
+                    models.CharField(default=streams.models.new_hook_secret, editable=False, max_length=64),
                 ),
                 ("created", models.DateTimeField(auto_now_add=True)),
                 ("updated", models.DateTimeField(auto_now=True)),
