@@ -6,4 +6,4 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Console"
 
     def ready(self) -> None:
-        from console import checks  # noqa: F401  (registers system checks)
+        from console import checks, schema  # noqa: F401  (registers system checks and the OpenAPI auth scheme)

@@ -207,6 +207,8 @@ STORAGES = {
 }
 # Outside production, whitenoise serves straight from the apps' static folders (no collectstatic).
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root
 
 # Request bodies above this size get a 400 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TALLY_MAX_BODY_BYTES", 1024 * 1024)
@@ -217,7 +219,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["console.roles.RolePermission"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["console.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "console.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": [

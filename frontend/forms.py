@@ -71,6 +71,8 @@ class ApplicationForm(forms.ModelForm):  # type: ignore[type-arg]
             value = json.loads(raw)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("Not valid JSON: nested too deeply.") from None
         try:
             return clean_app_settings(value)
         except ValidationError as exc:

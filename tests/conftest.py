@@ -73,3 +73,22 @@ def viewer(db: Any) -> Any:
 @pytest.fixture
 def outsider(db: Any) -> Any:
     return factories.make_user("outsider", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Any:
+    """Websocket and worker tests leave connections open in helper threads; end them before the
+    test database is dropped."""
+    yield
+    from django.db import DatabaseError, connection
+
+    if not connection.settings_dict["NAME"].startswith("test_"):
+        return  # no test used the database
+    try:
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    except DatabaseError:
+        pass  # best effort: the worst case is a warning when the test database is dropped

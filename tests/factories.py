@@ -18,7 +18,7 @@ PASSWORD = "correct-horse-battery"
 def make_user(username: str, role: str | None) -> Any:
     user = get_user_model().objects.create_user(username=username, password=PASSWORD)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])  # transactional tests flush the groups
     return user
 
 

@@ -1,0 +1,134 @@
+"""The three configurations: embedded default (the one SQLite test), production checks, and settings errors."""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def clean_env(**extra):
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "TALLY_", "SECRET_"))
+    }
+    env.update(extra)
+    return env
+
+
+def manage(*args, env):
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(url, *, token=None, data=None):
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
+    """The only SQLite test: no variables set except a scratch var dir."""
+    env = clean_env(TALLY_VAR_DIR=str(tmp_path), TALLY_ADMIN_PASSWORD="smoke-test-pass", TALLY_HEARTBEAT_INTERVAL_S="1")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    assert (tmp_path / "tally.sqlite3").exists()
+    assert "Log in as 'admin'" in manage("bootstrap_admin", env=env).stdout
+    token = manage("create_api_token", "--user", "admin", "--name", "smoke", "--role", "admin", env=env).stdout.strip()
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = http(f"{base}/login/")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "console did not start"
+                time.sleep(0.2)
+        assert status == 200 and "Log in to Tally" in body
+        status, body = http(f"{base}/api/v1/servers/", token=token)
+        assert status == 200 and json.loads(body)["count"] == 0
+        status, body = http(f"{base}/api/v1/servers/", token=token,
+                            data={"name": "o1", "host": "127.0.0.1", "stat_url": "http://127.0.0.1:8080/stat"})  # fmt: skip
+        assert status == 201
+        # No broker: the in-process timer runs the periodic work.
+        deadline = time.monotonic() + 20
+        while "in-process" not in json.loads(http(f"{base}/healthz")[1])["background_last_beat_s"]:
+            assert time.monotonic() < deadline, "in-process background work did not run"
+            time.sleep(0.3)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def production_env(**extra):
+    return clean_env(
+        TALLY_PRODUCTION="1",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DATABASE_URL="postgres://tally:pw@127.0.0.1:5432/tally",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        ALLOWED_HOSTS="tally.example.org",
+        **extra,
+    )
+
+
+def test_check_deploy_is_clean_in_production(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(TALLY_VAR_DIR=str(tmp_path)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_requires_secret_key(tmp_path):
+    env = production_env(TALLY_VAR_DIR=str(tmp_path))
+    del env["SECRET_KEY"]
+    result = manage("check", env=env)
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+
+
+def test_secret_key_file_is_read(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(secrets.token_urlsafe(50))
+    env = production_env(TALLY_VAR_DIR=str(tmp_path), SECRET_KEY_FILE=str(key_file))
+    del env["SECRET_KEY"]
+    assert manage("check", "--deploy", "--fail-level", "WARNING", env=env).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DEBUG", "perhaps", "DEBUG must be a boolean"),
+        ("TALLY_MAX_BODY_BYTES", "lots", "TALLY_MAX_BODY_BYTES must be an integer"),
+        ("DATABASE_URL", "mysql://x@y/z", "postgres"),
+        ("TALLY_ENCRYPTION_KEYS", "not-a-fernet-key", "console.E001"),
+    ],
+)
+def test_configuration_errors_are_reported_clearly(tmp_path, variable, value, message):
+    result = manage("check", "--deploy", env=clean_env(TALLY_VAR_DIR=str(tmp_path), **{variable: value}))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
