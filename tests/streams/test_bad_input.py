@@ -70,7 +70,8 @@ def test_duplicate_names(api):
     server_id = Server.objects.get().pk
     assert api.post("/api/v1/applications/", {"server": server_id, "name": "live"}, format="json").status_code == 201
     dup = api.post("/api/v1/applications/", {"server": server_id, "name": "live"}, format="json")
-    assert dup.status_code == 400 and "non_field_errors" in dup.json() or "name" in dup.json()
+    assert dup.status_code == 400
+    assert "non_field_errors" in dup.json() or "name" in dup.json()
     app_id = Application.objects.get().pk
     assert (
         api.post(
