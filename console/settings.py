@@ -89,6 +89,17 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # How nginx-rtmp servers reach this console for callbacks (rendered into their configs).
 CALLBACK_BASE_URL = env_str("TALLY_CALLBACK_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Publish brute-force protection: this many failed publishes from one address within the window
+# block it for PUBLISH_BLOCK_S seconds, answered without a database lookup.
+PUBLISH_FAIL_LIMIT = env_int("TALLY_PUBLISH_FAIL_LIMIT", 10)
+PUBLISH_FAIL_WINDOW_S = env_int("TALLY_PUBLISH_FAIL_WINDOW_S", 60)
+PUBLISH_BLOCK_S = env_int("TALLY_PUBLISH_BLOCK_S", 300)
+# Timeout of calls to an nginx-rtmp control module (kick on revoke): the admin waits for it.
+CONTROL_TIMEOUT_S = float(env_int("TALLY_CONTROL_TIMEOUT_MS", 2000)) / 1000
+# nginx sends its callbacks with the callback URL's host in the Host header: always accept it.
+_callback_host = CALLBACK_BASE_URL.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+if _callback_host and _callback_host not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_callback_host)
 # The address the audit log records: REMOTE_ADDR, or the first X-Forwarded-For hop behind a proxy.
 USE_X_FORWARDED_FOR = env_bool("TALLY_USE_X_FORWARDED_FOR")
 
@@ -250,6 +261,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("TALLY_HSTS_PRELOAD", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # nginx-rtmp calls back over plain HTTP and would read a redirect to https as "rename the stream".
+    SECURE_REDIRECT_EXEMPT = [r"^hooks/", r"^healthz$"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -14,7 +14,8 @@ from django.utils.text import slugify
 
 from console import audit
 from console.tokens import hash_secret
-from streams.models import Application, StreamKey
+from streams import hooks, sessions
+from streams.models import Application, PublishSession, StreamKey
 
 SECRET_BYTES = 24  # 192 bits; token_urlsafe gives 32 URL-safe characters
 VISIBLE_PREFIX_LEN = 6
@@ -86,23 +87,57 @@ def issue_key(
 
 @dataclass(frozen=True)
 class RevokeResult:
+    """A revocation and what happened to the key's live publishers (one kick result each)."""
+
     key: StreamKey
     was_already_revoked: bool
+    kicks: list[sessions.KickResult] = field(default_factory=list)
+
+
+def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeResult:
+    """Revoke a key now and drop its live publishers through the control module.
+
+    Idempotent: revoking a revoked key changes nothing (but still drops any session left live).
+    Each drop's outcome (dropped, not_live, unreachable, no_control) is returned and audited.
+    """
+    with transaction.atomic():
+        locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
+        already = locked.revoked_at is not None
+        if not already:
+            before = audit.snapshot(locked)
+            locked.revoked_at = timezone.now()
+            locked.revoked_by = actor.user
+            locked.revoke_reason = reason[:200]
+            locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "updated"])
+            audit.record(actor, "revoke", locked, before=before, after=audit.snapshot(locked), message=reason[:500])
+    hooks.recent_keys.forget_hashes({locked.secret_hash, locked.previous_secret_hash})
+    kicks = sessions.kick_key_sessions(locked.pk, actor, PublishSession.EndReason.REVOKED)
+    return RevokeResult(key=locked, was_already_revoked=already, kicks=kicks)
+
+
+MAX_ROTATION_GRACE = timedelta(days=7)
 
 
 @transaction.atomic
-def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeResult:
-    """Revoke a key now. Idempotent: revoking a revoked key changes nothing and audits nothing."""
+def rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta = timedelta(hours=1)) -> IssuedKey:
+    """Give the key a new secret for the same public name; the old secret keeps working for ``grace``.
+
+    Live publishers on the old secret keep streaming until the grace ends; then their next on_update
+    refuses them, so encoders must be switched to the new secret within the grace.
+    """
+    if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+        raise ValidationError({"grace_s": f"The grace must be between 0 and {MAX_ROTATION_GRACE.days} days."})
     locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
-    if locked.revoked_at is not None:
-        return RevokeResult(key=locked, was_already_revoked=True)
-    before = audit.snapshot(locked)
-    locked.revoked_at = timezone.now()
-    locked.revoked_by = actor.user
-    locked.revoke_reason = reason[:200]
-    locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "updated"])
-    audit.record(actor, "revoke", locked, before=before, after=audit.snapshot(locked), message=reason[:500])
-    return RevokeResult(key=locked, was_already_revoked=False)
+    if locked.state() != StreamKey.State.ACTIVE:
+        raise ValidationError({"detail": f"Only an active key can be rotated (this one is {locked.state()})."})
+    secret = new_secret()
+    locked.previous_secret_hash = locked.secret_hash
+    locked.previous_valid_until = timezone.now() + grace
+    locked.secret_hash = hash_secret(secret)
+    locked.prefix = secret[:VISIBLE_PREFIX_LEN]
+    locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix", "updated"])
+    audit.record(actor, "rotate", locked, after=audit.snapshot(locked), message=f"old secret valid for {grace}")
+    return IssuedKey(key=locked, secret=secret)
 
 
 def find_key(secret: str) -> StreamKey | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,19 @@ from console.roles import Role as UserRole
 from console.roles import role_of
 from streams import validators
 from streams.app_settings import clean_app_settings, default_app_settings
+
+HOOK_SECRET_GRACE = timedelta(hours=24)
+
+
+def address_in_networks(address: str | None, cidrs: list[str]) -> bool:
+    """True when ``cidrs`` is empty or ``address`` is inside one of them."""
+    if not cidrs:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
 def new_hook_secret() -> str:
@@ -47,7 +61,7 @@ class Server(models.Model):
         BASIC = "basic", "Basic"
         DIGEST = "digest", "Digest"
 
-    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password", "hook_secret")
+    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password", "hook_secret", "hook_secret_previous")
 
     name = models.CharField(max_length=64, unique=True, validators=[validators.name_validator])
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NGINX_RTMP)
@@ -65,8 +79,12 @@ class Server(models.Model):
     wowza_username = EncryptedTextField(blank=True, max_length=200)
     wowza_password = EncryptedTextField(blank=True, max_length=500)
     wowza_auth = models.CharField(max_length=8, choices=AuthMethod.choices, default=AuthMethod.DIGEST)
-    # Authenticates nginx-rtmp's callbacks (carried in the rendered callback URLs); rotatable.
+    # Authenticates nginx-rtmp's callbacks (carried in the rendered callback URLs); rotatable. The
+    # previous secret stays valid for HOOK_SECRET_GRACE after a rotation, until the new config is live.
     hook_secret = models.CharField(max_length=64, default=new_hook_secret, editable=False)
+    hook_secret_previous = models.CharField(max_length=64, blank=True, editable=False)
+    hook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    hook_allowed_cidrs = models.JSONField(default=list, blank=True, validators=[validators.validate_cidrs])
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -89,6 +107,22 @@ class Server(models.Model):
                 errors["wowza_api_url"] = "A Wowza server needs its REST API base URL."
         if errors:
             raise ValidationError(errors)
+
+    def hook_secret_matches(self, candidate: str, now: datetime | None = None) -> bool:
+        """Constant-time check of a callback's secret (the previous one counts during the grace)."""
+        if hmac.compare_digest(self.hook_secret.encode(), candidate.encode()):
+            return True
+        now = now or timezone.now()
+        return bool(
+            self.hook_secret_previous
+            and self.hook_secret_rotated_at
+            and now - self.hook_secret_rotated_at < HOOK_SECRET_GRACE
+            and hmac.compare_digest(self.hook_secret_previous.encode(), candidate.encode())
+        )
+
+    def hook_source_allowed(self, address: str | None) -> bool:
+        """True when no networks are set, or the callback came from one of them."""
+        return address_in_networks(address, self.hook_allowed_cidrs)
 
     @property
     def rtmp_base_url(self) -> str:
@@ -164,7 +198,7 @@ class StreamKey(models.Model):
         EXPIRED = "expired", "Expired"
         REVOKED = "revoked", "Revoked"
 
-    AUDIT_EXCLUDED_FIELDS = ("secret_hash",)
+    AUDIT_EXCLUDED_FIELDS = ("secret_hash", "previous_secret_hash")
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="keys")
     label = models.CharField(max_length=100)
@@ -172,6 +206,9 @@ class StreamKey(models.Model):
     prefix = models.CharField(max_length=16)
     # The publish callback's lookup: one indexed equality on the hash.
     secret_hash = models.CharField(max_length=64, unique=True)
+    # After a rotation the old secret keeps working until previous_valid_until (publish lookup, indexed).
+    previous_secret_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -213,16 +250,137 @@ class StreamKey(models.Model):
     def is_usable(self, now: datetime | None = None) -> bool:
         return self.state(now) == self.State.ACTIVE
 
-    def address_allowed(self, address: str) -> bool:
+    def address_allowed(self, address: str | None) -> bool:
         """True when no networks are set, or ``address`` falls in one of them."""
-        if not self.allowed_cidrs:
+        return address_in_networks(address, self.allowed_cidrs)
+
+    def secret_hash_valid(self, digest: str, now: datetime | None = None) -> bool:
+        """Is ``digest`` the current secret's hash, or the previous one's within its rotation grace?"""
+        if hmac.compare_digest(self.secret_hash, digest):
             return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in self.allowed_cidrs)
+        now = now or timezone.now()
+        return bool(
+            self.previous_secret_hash
+            and self.previous_valid_until
+            and self.previous_valid_until > now
+            and hmac.compare_digest(self.previous_secret_hash, digest)
+        )
 
     def publish_url(self, secret: str) -> str:
         """The full URL an encoder publishes to (only ever built at issue time)."""
         return f"{self.application.publish_base_url}/{quote(secret, safe='')}"
+
+
+class PublishSessionQuerySet(models.QuerySet["PublishSession"]):
+    def visible_to(self, user: Any) -> PublishSessionQuerySet:
+        return self if role_of(user) >= UserRole.VIEWER else self.none()
+
+
+class PublishSession(models.Model):
+    """One accepted publish on one server, from on_publish to on_publish_done (or a drop).
+
+    Matched by server + nginx client id, never by name: names repeat across renames and duplicate
+    publishes. At most one open session per (server, client id).
+    """
+
+    class EndReason(models.TextChoices):
+        PUBLISH_DONE = "publish_done", "Publisher stopped"
+        DISCONNECT = "disconnect", "Publisher disconnected"
+        REVOKED = "revoked", "Key revoked"
+        KICKED = "kicked", "Kicked by an operator"
+        REFUSED_UPDATE = "refused_update", "Refused at on_update"
+        STALE = "stale", "Replaced (nginx restarted)"
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="publish_sessions")
+    application = models.ForeignKey(
+        Application, on_delete=models.SET_NULL, null=True, blank=True, related_name="publish_sessions"
+    )
+    key = models.ForeignKey(StreamKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions")
+    app_name = models.CharField(max_length=64)
+    public_name = models.CharField(max_length=128)
+    client_id = models.CharField(max_length=32)
+    publisher_addr = models.CharField(max_length=64, blank=True)
+    encoder = models.CharField(max_length=64, blank=True)  # nginx's flashver, e.g. "FMLE/3.0 (compatible; Lavf59.27"
+    secret_hash_used = models.CharField(max_length=64, blank=True)  # current or previous secret (rotation)
+    started = models.DateTimeField(default=timezone.now)
+    last_update_at = models.DateTimeField(null=True, blank=True)
+    ended = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
+    bytes_in = models.BigIntegerField(null=True, blank=True)
+    viewers = models.PositiveIntegerField(default=0)
+    peak_viewers = models.PositiveIntegerField(default=0)
+
+    objects = PublishSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "client_id"],
+                condition=models.Q(ended__isnull=True),
+                name="%(app_label)s_%(class)s_one_open_per_client",
+            ),
+        ]
+        indexes = [
+            # Concurrent-publisher count and "kick every live publisher of this key".
+            models.Index(fields=["key", "ended"], name="streams_session_key_open"),
+            # Per-key publish history, newest first.
+            models.Index(fields=["key", "-started"], name="streams_session_key_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app_name}/{self.public_name} on {self.server_id} (client {self.client_id})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.ended is None
+
+    @property
+    def duration_s(self) -> float:
+        return ((self.ended or timezone.now()) - self.started).total_seconds()
+
+
+class PlaySession(models.Model):
+    """One player on one server (on_play to on_play_done/on_done); counted into its publish session."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="play_sessions")
+    publish_session = models.ForeignKey(
+        PublishSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="plays"
+    )
+    client_id = models.CharField(max_length=32)
+    app_name = models.CharField(max_length=64)
+    name = models.CharField(max_length=128)
+    addr = models.CharField(max_length=64, blank=True)
+    started = models.DateTimeField(default=timezone.now)
+    ended = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "client_id"],
+                condition=models.Q(ended__isnull=True),
+                name="%(app_label)s_%(class)s_one_open_per_client",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"player {self.client_id} of {self.app_name}/{self.name}"
+
+
+class PublishReject(models.Model):
+    """A refused publish: why, from where, for which key prefix (never the secret)."""
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="publish_rejects")
+    app_name = models.CharField(max_length=64, blank=True)
+    addr = models.CharField(max_length=64, blank=True)
+    key = models.ForeignKey(StreamKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="rejects")
+    reason = models.CharField(max_length=32)
+    detail = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.created:%H:%M:%S} {self.addr} {self.reason}"

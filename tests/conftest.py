@@ -16,6 +16,7 @@ from pytest_redis import factories as redis_factories
 from tests import factories
 
 TESTS_DIR = Path(__file__).resolve().parent
+pytest_plugins = ["tests.nginx"]  # nginx_factory, ffmpeg_factory
 
 postgresql_proc = pg_factories.postgresql_proc(
     executable=str(TESTS_DIR / "bin" / "pg_ctl"),

@@ -12,7 +12,7 @@ from console.api import StrictSerializerMixin
 from streams import validators
 from streams.app_settings import clean_app_settings
 from streams.keys import IssuedKey
-from streams.models import Application, Server, StreamKey
+from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 
 
 class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -28,7 +28,7 @@ class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # t
         fields = [
             "id", "name", "kind", "role", "host", "rtmp_port", "enabled", "tags", "notes",
             "stat_url", "control_url", "wowza_api_url", "wowza_username", "wowza_password", "wowza_auth",
-            "has_wowza_credentials", "created", "updated",
+            "has_wowza_credentials", "hook_allowed_cidrs", "created", "updated",
         ]  # fmt: skip
         read_only_fields = ["id", "created", "updated"]
 
@@ -140,3 +140,57 @@ class IssuedKeySerializer(StreamKeySerializer):
 
 class RevokeSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class PublishSessionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A publish session: who published what, from where, with which encoder, for how long."""
+
+    server_name = serializers.CharField(source="server.name", read_only=True)
+    live = serializers.BooleanField(source="is_live", read_only=True)
+    duration_s = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = PublishSession
+        fields = [
+            "id", "server", "server_name", "application", "key", "app_name", "public_name", "client_id",
+            "publisher_addr", "encoder", "started", "last_update_at", "ended", "end_reason", "live",
+            "duration_s", "bytes_in", "viewers", "peak_viewers",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class KickResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    session = serializers.IntegerField(source="session.pk")
+    server = serializers.CharField(source="session.server.name")
+    outcome = serializers.ChoiceField(choices=["dropped", "not_live", "unreachable", "no_control"])
+    detail = serializers.CharField()
+
+
+class RevokedKeySerializer(StreamKeySerializer):
+    """The answer to a revoke: the key, plus what happened to each of its live publishers."""
+
+    kicks = serializers.SerializerMethodField()
+
+    class Meta(StreamKeySerializer.Meta):
+        fields = [*StreamKeySerializer.Meta.fields, "kicks"]
+        read_only_fields = fields
+
+    def get_kicks(self, obj: StreamKey) -> list[dict[str, Any]]:
+        return KickResultSerializer(self.context.get("kicks", []), many=True).data  # type: ignore[return-value]
+
+
+class RotateSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    grace_s = serializers.IntegerField(min_value=0, max_value=7 * 86400, default=3600)
+
+
+class PublishRejectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    server_name = serializers.CharField(source="server.name", read_only=True)
+
+    class Meta:
+        model = PublishReject
+        fields = ["id", "created", "server", "server_name", "app_name", "addr", "key", "reason", "detail"]
+        read_only_fields = fields
+
+
+class UnblockSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    addr = serializers.IPAddressField()

@@ -6,4 +6,7 @@ router = SimpleRouter()
 router.register("servers", views.ServerViewSet, basename="server")
 router.register("applications", views.ApplicationViewSet, basename="application")
 router.register("keys", views.StreamKeyViewSet, basename="key")
+router.register("sessions", views.PublishSessionViewSet, basename="session")
+router.register("publish-rejects", views.PublishRejectViewSet, basename="publish-reject")
+router.register("publish-blocks", views.PublishBlockViewSet, basename="publish-block")
 urlpatterns = router.urls

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import django_filters
+from django.conf import settings
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -15,9 +18,10 @@ from rest_framework.response import Response
 from console import audit
 from console.api import AuditedModelViewSet
 from console.roles import Role
-from streams import keys
+from streams import inventory, keys, rendering, sessions
 from streams.api import serializers as s
-from streams.models import Application, Server, StreamKey
+from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
+from streams.ratelimit import publish_failures
 
 
 class ServerFilter(django_filters.FilterSet):
@@ -34,12 +38,33 @@ class ServerFilter(django_filters.FilterSet):
 
 class ServerViewSet(AuditedModelViewSet):
     serializer_class = s.ServerSerializer
+    action_roles = {"rotate_hook_secret": Role.ADMIN, "origin_config": Role.ADMIN}
     filterset_class = ServerFilter
     ordering_fields = ["name", "kind", "role", "host", "created"]
     search_fields = ["name", "host", "notes"]
 
     def get_queryset(self) -> QuerySet[Server]:
         return Server.objects.visible_to(self.request.user).order_by("name")
+
+    @extend_schema(request=None, responses={200: dict})
+    @action(detail=True, methods=["post"], url_path="rotate-hook-secret")
+    def rotate_hook_secret(self, request: Request, pk: str | None = None) -> Response:
+        """New callback secret; the old one keeps working for 24 h, until the new config is deployed."""
+        server = inventory.rotate_hook_secret(self.get_object(), audit.Actor.from_request(request))
+        return Response({"rotated_at": server.hook_secret_rotated_at, "previous_valid_for_s": 86400})
+
+    @extend_schema(responses={(200, "text/plain"): str})
+    @action(detail=True, methods=["get"], url_path="origin-config")
+    def origin_config(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The nginx.conf Tally renders for this nginx-rtmp origin or edge (carries the callback secret)."""
+        server = self.get_object()
+        try:
+            text = rendering.render_origin_config(
+                server, server.applications.all(), callback_base_url=settings.CALLBACK_BASE_URL, prefix_paths=False
+            )
+        except ValueError as exc:
+            return HttpResponse(f"cannot render: {exc}\n", status=400, content_type="text/plain")
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 
 class ApplicationViewSet(AuditedModelViewSet):
@@ -99,11 +124,88 @@ class StreamKeyViewSet(
         body = s.IssuedKeySerializer(issued.key, context={"issued": issued}).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
-    @extend_schema(request=s.RevokeSerializer, responses={200: s.StreamKeySerializer})
+    @extend_schema(request=s.RevokeSerializer, responses={200: s.RevokedKeySerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
-        """Revoke the key now. Revoking a revoked key is a no-op."""
+        """Revoke the key now and drop its live publishers; ``kicks`` tells what each drop did."""
         body = s.RevokeSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         result = keys.revoke_key(self.get_object(), audit.Actor.from_request(request), body.validated_data["reason"])
-        return Response(s.StreamKeySerializer(result.key).data)
+        return Response(s.RevokedKeySerializer(result.key, context={"kicks": result.kicks}).data)
+
+    @extend_schema(request=s.RotateSerializer, responses={200: s.IssuedKeySerializer})
+    @action(detail=True, methods=["post"])
+    def rotate(self, request: Request, pk: str | None = None) -> Response:
+        """A new secret for the same public name; the old one works ``grace_s`` more seconds (default 1 h)."""
+        body = s.RotateSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        grace = timedelta(seconds=body.validated_data["grace_s"])
+        issued = keys.rotate_key(self.get_object(), audit.Actor.from_request(request), grace)
+        data = s.IssuedKeySerializer(issued.key, context={"issued": issued}).data
+        return Response(data, headers={"Cache-Control": "no-store"})
+
+
+class PublishSessionFilter(django_filters.FilterSet):
+    live = django_filters.BooleanFilter(field_name="ended", lookup_expr="isnull")
+    since = django_filters.IsoDateTimeFilter(field_name="started", lookup_expr="gte")
+
+    class Meta:
+        model = PublishSession
+        fields = ["server", "application", "key", "public_name", "live", "since", "end_reason"]
+
+
+class PublishSessionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+    """Publish sessions (live and past): the per-key publish history. Operators may kick a live one."""
+
+    serializer_class = s.PublishSessionSerializer
+    filterset_class = PublishSessionFilter
+    ordering_fields = ["started", "ended", "public_name"]
+    action_roles = {"kick": Role.OPERATOR}
+
+    def get_queryset(self) -> QuerySet[PublishSession]:
+        return PublishSession.objects.visible_to(self.request.user).select_related("server").order_by("-started")
+
+    @extend_schema(request=None, responses={200: s.KickResultSerializer})
+    @action(detail=True, methods=["post"])
+    def kick(self, request: Request, pk: str | None = None) -> Response:
+        """Drop this live publisher without revoking its key (the encoder may reconnect)."""
+        session = self.get_object()
+        if not session.is_live:
+            return Response({"detail": "This session has already ended."}, status=status.HTTP_409_CONFLICT)
+        result = sessions.kick_session(session, audit.Actor.from_request(request), PublishSession.EndReason.KICKED)
+        return Response(s.KickResultSerializer(result).data)
+
+
+class PublishRejectViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+    """Refused publishes (reason, address, key prefix) for admins."""
+
+    serializer_class = s.PublishRejectSerializer
+    filterset_fields = ["server", "reason", "addr", "key"]
+    ordering_fields = ["created"]
+    action_roles = {"list": Role.ADMIN, "retrieve": Role.ADMIN}
+
+    def get_queryset(self) -> QuerySet[PublishReject]:
+        return PublishReject.objects.select_related("server").order_by("-created", "-id")
+
+
+class PublishBlockViewSet(viewsets.ViewSet):
+    """Addresses blocked right now by the publish brute-force limit (this process's view)."""
+
+    action_roles = {"list": Role.ADMIN, "unblock": Role.ADMIN}
+
+    @extend_schema(responses={200: dict})
+    def list(self, request: Request) -> Response:
+        rows = [vars(b) for b in publish_failures.blocked()]
+        return Response({"limit": publish_failures.limit, "window_s": publish_failures.window_s,
+                         "block_s": publish_failures.block_s, "blocked": rows})  # fmt: skip
+
+    @extend_schema(request=s.UnblockSerializer, responses={200: dict})
+    @action(detail=False, methods=["post"])
+    def unblock(self, request: Request) -> Response:
+        body = s.UnblockSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        addr = body.validated_data["addr"]
+        was_blocked = publish_failures.unblock(addr)
+        audit.record(audit.Actor.from_request(request), "unblock", object_type="publish.address", object_id=addr,
+                     object_repr=addr, message="was blocked" if was_blocked else "was not blocked")  # fmt: skip
+        return Response({"addr": addr, "was_blocked": was_blocked})
