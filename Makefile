@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WS_PORT ?= 8001
 
-.PHONY: run test venv system-deps lint fmt typecheck migrations-check pytest bench lock worker beat serve clean
+.PHONY: run test venv system-deps lint fmt typecheck migrations-check pytest bench lock worker beat serve serve-ws clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,15 +52,13 @@ bench: venv
 
 ## lock: re-resolve the pinned set from pyproject.toml's dependencies (+ test extras)
 lock:
-	rm -rf var/lockenv && $(PYTHON) -m venv var/lockenv
-	var/lockenv/bin/pip install -q --upgrade pip
-	var/lockenv/bin/pip install -q ".[test]"
-	var/lockenv/bin/pip freeze --exclude-editable | grep -v '^tally' > requirements.lock
-	rm -rf var/lockenv
+	sh deploy/scripts/lock.sh
 
-## Scalable mode (set DATABASE_URL and REDIS_URL): the three long-running processes
+## Scalable mode (set DATABASE_URL and REDIS_URL): HTTP, websockets, worker, beat
 serve: venv
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) console.asgi:application
+	$(VENV)/bin/gunicorn console.wsgi:application --bind $(HOST):$(PORT) --workers 2 --threads 4 --worker-class gthread
+serve-ws: venv
+	$(VENV)/bin/daphne -b $(HOST) -p $(WS_PORT) console.asgi:application
 worker: venv
 	$(VENV)/bin/celery -A console worker --loglevel INFO
 beat: venv

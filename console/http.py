@@ -57,7 +57,9 @@ def get_bytes(
 ) -> bytes:
     """GET ``url`` and return the body of a 2xx answer; raise ``HttpError`` otherwise.
 
-    Gives up after ``timeout_s`` overall and as soon as the body passes ``max_bytes``.
+    ``timeout_s`` bounds each phase (connect, each read) and, checked between chunks, the whole
+    transfer, so a trickling server is cut off after at most about twice ``timeout_s``. The transfer
+    stops as soon as the body passes ``max_bytes`` (decoded size: a gzip bomb is cut off too).
     """
     deadline = time.monotonic() + timeout_s
     client = _shared_client()

@@ -155,9 +155,15 @@ TEMPLATES = [
 
 DATABASE_URL = env_secret("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL")
+    # Under ASGI every request runs in a thread of its own, so persistent connections would mean a new
+    # PostgreSQL backend per request; a psycopg pool per process reuses them instead.
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 10},
+        "server_side_binding": True,
+    }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

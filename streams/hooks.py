@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from console.tokens import hash_secret
-from streams import events, sessions
+from streams import events, hotpath, sessions
 from streams.models import PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
 
@@ -145,31 +144,29 @@ def decide_publish(server: Server, cb: Callback, now: datetime) -> Decision:
         return Decision(403, reason="rate_limited")  # no database work while blocked
     digest = hash_secret(cb.name)
     with transaction.atomic():
-        key = (
-            StreamKey.objects.select_for_update(of=("self",))
-            .select_related("application")
-            .filter(Q(secret_hash=digest) | Q(previous_secret_hash=digest))
-            .first()
-        )
+        key = hotpath.load_key(digest, lock=True)
         reason = _refusal(server, cb, key, digest, now)
         if reason:
             return _reject(server, cb, key, reason, now)
         assert key is not None
-        live = list(PublishSession.objects.filter(key=key, ended__isnull=True).values_list("server_id", "client_id"))
+        # One query: the key's live sessions, and any open session of this client id on this server.
+        rows = hotpath.open_sessions(key.pk, server.pk, cb.client_id)
+        live = [(srv, client) for _, key_id, srv, client in rows if key_id == key.pk]
         if (server.pk, cb.client_id) in live:
             return Decision(302, location=key.public_name)  # a repeated on_publish: same answer, no new session
         if len(live) >= key.max_publishers:
             return _reject(server, cb, key, "too_many_publishers", now)
-        # An open session with this client id is left over from before an nginx restart.
-        PublishSession.objects.filter(server=server, client_id=cb.client_id, ended__isnull=True).update(
-            ended=now, end_reason=PublishSession.EndReason.STALE
-        )
-        session = PublishSession.objects.create(
-            server=server, application=key.application, key=key, app_name=cb.app, public_name=key.public_name,
-            client_id=cb.client_id, publisher_addr=cb.addr[:64], encoder=cb.flashver[:64],
-            secret_hash_used=digest, started=now, last_update_at=now,
+        stale = [pk for pk, _, srv, client in rows if (srv, client) == (server.pk, cb.client_id)]
+        if stale:  # left open from before an nginx restart (client ids start again from 1)
+            PublishSession.objects.filter(pk__in=stale).update(ended=now, end_reason=PublishSession.EndReason.STALE)
+        session = hotpath.insert_session(
+            PublishSession(
+                server_id=server.pk, application_id=key.application_id, key_id=key.pk, app_name=cb.app,
+                public_name=key.public_name, client_id=cb.client_id, publisher_addr=cb.addr[:64],
+                encoder=cb.flashver[:64], secret_hash_used=digest, started=now, last_update_at=now,
+            )
         )  # fmt: skip
-        StreamKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        hotpath.touch_key(key.pk, now)
     recent_keys.remember(server.pk, cb.app, digest, key.public_name)
     events.session_started(session)
     return Decision(302, location=key.public_name)
@@ -206,11 +203,12 @@ def decide_update(server: Server, cb: Callback, now: datetime) -> Decision:
     """on_update: keep a live publisher while its key stays valid; refuse (drop it) otherwise."""
     if cb.call != "update_publish":
         return ALLOW  # players are not key-gated
-    session = (
+    found = list(
         PublishSession.objects.select_related("key__application")
         .filter(server=server, client_id=cb.client_id, ended__isnull=True)
-        .first()
+        .order_by()[:1]
     )
+    session = found[0] if found else None
     if session is None:
         return _adopt(server, cb, now)
     key = session.key
@@ -227,11 +225,7 @@ def _adopt(server: Server, cb: Callback, now: datetime) -> Decision:
     Callbacks after a rename carry the original name, i.e. the secret: re-check it and re-open the session.
     """
     digest = hash_secret(cb.name)
-    key = (
-        StreamKey.objects.select_related("application")
-        .filter(Q(secret_hash=digest) | Q(previous_secret_hash=digest))
-        .first()
-    )
+    key = hotpath.load_key(digest, lock=False)
     if _refusal(server, cb, key, digest, now):
         return Decision(403, reason="unknown_live_publisher")
     assert key is not None

@@ -18,7 +18,9 @@ from streams.models import PlaySession, PublishSession, Server
 def close_publish(server_id: int, client_id: str, reason: str, now: datetime | None = None) -> PublishSession | None:
     """Close the open session of this client, if any; idempotent. Returns the session it closed."""
     now = now or timezone.now()
-    session = PublishSession.objects.filter(server_id=server_id, client_id=client_id, ended__isnull=True).first()
+    session = (
+        PublishSession.objects.filter(server_id=server_id, client_id=client_id, ended__isnull=True).order_by().first()
+    )
     if session is None or not _close(session, reason, now):
         return None
     return session
@@ -38,7 +40,7 @@ def _close(session: PublishSession, reason: str, now: datetime) -> bool:
 def start_player(server: Server, client_id: str, app: str, name: str, addr: str) -> PlaySession:
     """Record a player (idempotent per client) and count it into the live session it watches."""
     with transaction.atomic():
-        existing = PlaySession.objects.filter(server=server, client_id=client_id, ended__isnull=True).first()
+        existing = PlaySession.objects.filter(server=server, client_id=client_id, ended__isnull=True).order_by().first()
         if existing:
             return existing
         session = (
@@ -62,7 +64,7 @@ def start_player(server: Server, client_id: str, app: str, name: str, addr: str)
 def stop_player(server_id: int, client_id: str, now: datetime | None = None) -> bool:
     """Close this client's play session, if any, and uncount it; idempotent."""
     now = now or timezone.now()
-    player = PlaySession.objects.filter(server_id=server_id, client_id=client_id, ended__isnull=True).first()
+    player = PlaySession.objects.filter(server_id=server_id, client_id=client_id, ended__isnull=True).order_by().first()
     if player is None or not PlaySession.objects.filter(pk=player.pk, ended__isnull=True).update(ended=now):
         return False
     if player.publish_session_id:

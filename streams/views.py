@@ -9,8 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from console.audit import client_ip
-from streams import hooks
-from streams.models import Server
+from streams import hooks, hotpath
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def nginx_rtmp_callback(request: HttpRequest, server_id: int, event: str) -> Htt
         log.warning("unreadable %s callback for server %s from %s", event, server_id, source)
         return HttpResponse("bad callback body\n", status=400, content_type="text/plain")
     try:
-        server = Server.objects.filter(pk=server_id).first()
+        server = hotpath.load_server(server_id)
         if server is None or not server.hook_secret_matches(request.GET.get("secret", "")):
             log.warning("refused %s callback: bad server %s or secret, from %s", event, server_id, source)
             return HttpResponse("forbidden\n", status=403, content_type="text/plain")

@@ -39,6 +39,6 @@ runuser -u tally -- "$APP_DIR/.venv/bin/python" manage.py bootstrap_admin
 
 cp deploy/systemd/tally-*.service /etc/systemd/system/
 systemctl daemon-reload
-systemctl enable --now postgresql redis-server tally-web tally-worker tally-beat
-systemctl restart tally-web tally-worker tally-beat
-echo "Tally runs on 127.0.0.1:8000; put a TLS reverse proxy (nginx, Caddy) in front of it."
+systemctl enable --now postgresql redis-server tally-web tally-ws tally-worker tally-beat
+systemctl restart tally-web tally-ws tally-worker tally-beat
+echo "Tally: HTTP on :8000 (gunicorn), websockets on 127.0.0.1:8001 (daphne); deploy/nginx-console.conf is a TLS front."
