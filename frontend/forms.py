@@ -117,3 +117,10 @@ class TokenForm(forms.Form):
     owner = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_active=True), to_field_name="username")
     role_ceiling = forms.ChoiceField(choices=ROLE_CHOICES, initial="viewer")
     expires_at = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+
+
+class RotateForm(forms.Form):
+    grace_hours = forms.IntegerField(
+        min_value=0, max_value=168, initial=1, label="Old secret stays valid for (hours)",
+        help_text="Switch the encoder to the new secret within this time; then the old one is refused.",
+    )  # fmt: skip

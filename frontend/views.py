@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -13,14 +15,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from console import audit, tokens
 from console.models import ApiToken, AuditEntry
 from console.roles import Role, request_role
 from frontend import forms
-from streams import keys
-from streams.models import Application, Server, StreamKey
+from streams import inventory, keys, rendering, sessions
+from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
+from streams.ratelimit import publish_failures
 
 ONCE_SESSION_KEY = "tally_show_once"
 
@@ -190,7 +194,9 @@ class ApplicationDetailView(RoleView):
             key_qs = key_qs.with_state(state)  # type: ignore[attr-defined]
         now = timezone.now()
         rows = [(key, key.state(now)) for key in key_qs]
-        return render(request, "frontend/application_detail.html", {"app": app, "rows": rows, "state": state})
+        live = app.publish_sessions.filter(ended__isnull=True).select_related("server", "key").order_by("public_name")
+        context = {"app": app, "rows": rows, "state": state, "live": live}
+        return render(request, "frontend/application_detail.html", context)
 
 
 class KeyIssueView(RoleView):
@@ -249,7 +255,130 @@ class KeyRevokeView(RoleView):
             messages.info(request, f"{key} was already revoked.")
         else:
             messages.success(request, f"Revoked {key}.")
-        return redirect("application-detail", pk=key.application_id)
+        for kick in result.kicks:
+            level = messages.SUCCESS if kick.outcome == "dropped" else messages.WARNING
+            messages.add_message(request, level, _kick_message(kick))
+        return redirect("key-detail", pk=key.pk)
+
+
+KICK_OUTCOMES = {
+    "dropped": "dropped at once",
+    "not_live": "not live on the server's current worker (it is refused at its next on_update)",
+    "unreachable": "control module unreachable (it is refused at its next on_update)",
+    "no_control": "server has no control URL (it is refused at its next on_update)",
+}
+
+
+def _kick_message(kick: sessions.KickResult) -> str:
+    session = kick.session
+    detail = f" ({kick.detail})" if kick.detail else ""
+    return f"Live publisher of {session.public_name} on {session.server.name}: {KICK_OUTCOMES[kick.outcome]}{detail}."
+
+
+class KeyDetailView(RoleView):
+    """A key without its secret: state, settings, publish history; admins rotate and revoke here."""
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        key = get_object_or_404(
+            StreamKey.objects.visible_to(request.user).select_related(
+                "application__server", "created_by", "revoked_by"
+            ),
+            pk=pk,
+        )
+        history = Paginator(key.sessions.select_related("server").order_by("-started"), 25).get_page(
+            request.GET.get("page")
+        )
+        context = {"key": key, "state": key.state(), "history": history, "rotate_form": forms.RotateForm()}
+        return render(request, "frontend/key_detail.html", context)
+
+
+class KeyRotateView(RoleView):
+    read_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        key = get_object_or_404(StreamKey, pk=pk)
+        form = forms.RotateForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items()))
+            return redirect("key-detail", pk=pk)
+        try:
+            issued = keys.rotate_key(key, self.actor(), timedelta(hours=form.cleaned_data["grace_hours"]))
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("key-detail", pk=pk)
+        _show_once(request, "key", issued.key.pk, issued.secret)
+        return redirect("key-issued", pk=issued.key.pk)
+
+
+class SessionKickView(RoleView):
+    """Operators drop a live publisher without revoking its key."""
+
+    read_role = Role.OPERATOR
+    write_role = Role.OPERATOR
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        session = get_object_or_404(PublishSession.objects.select_related("server"), pk=pk)
+        if not session.is_live:
+            messages.info(request, "That session had already ended.")
+        else:
+            kick = sessions.kick_session(session, self.actor(), PublishSession.EndReason.KICKED)
+            messages.add_message(request, messages.SUCCESS if kick.outcome == "dropped" else messages.WARNING,
+                                 _kick_message(kick))  # fmt: skip
+        next_url = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+            next_url = reverse("home")
+        return redirect(next_url)
+
+
+class PublishSecurityView(RoleView):
+    """Admins: addresses blocked by the brute-force limit, and recent refused publishes."""
+
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        rejects = PublishReject.objects.select_related("server").order_by("-created", "-id")
+        if request.GET.get("addr"):
+            rejects = rejects.filter(addr=request.GET["addr"][:64])
+        context = {
+            "blocked": publish_failures.blocked(),
+            "limiter": publish_failures,
+            "page": Paginator(rejects, 50).get_page(request.GET.get("page")),
+        }
+        return render(request, "frontend/publish_security.html", context)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        addr = request.POST.get("addr", "")[:64]
+        was_blocked = publish_failures.unblock(addr)
+        audit.record(self.actor(), "unblock", object_type="publish.address", object_id=addr, object_repr=addr,
+                     message="was blocked" if was_blocked else "was not blocked")  # fmt: skip
+        messages.success(request, f"Unblocked {addr}." if was_blocked else f"{addr} was not blocked.")
+        return redirect("publish-security")
+
+
+class ServerHookSecretView(RoleView):
+    read_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        server = inventory.rotate_hook_secret(get_object_or_404(Server, pk=pk), self.actor())
+        messages.success(request, f"New callback secret for {server.name}: deploy its config within 24 h.")
+        return redirect("server-detail", pk=pk)
+
+
+class ServerConfigView(RoleView):
+    """The nginx.conf Tally renders for an nginx-rtmp origin or edge (it carries the callback secret)."""
+
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        server = get_object_or_404(Server, pk=pk)
+        try:
+            text = rendering.render_origin_config(
+                server, server.applications.all(), callback_base_url=settings.CALLBACK_BASE_URL, prefix_paths=False
+            )
+            error = ""
+        except ValueError as exc:
+            text, error = "", str(exc)
+        return render(request, "frontend/server_config.html", {"server": server, "config": text, "error": error})
 
 
 class AuditListView(RoleView):
