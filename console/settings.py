@@ -158,10 +158,11 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL")
-    # Under ASGI every request runs in a thread of its own, so persistent connections would mean a new
-    # PostgreSQL backend per request; a psycopg pool per process reuses them instead.
+    # A psycopg pool per process reuses connections across requests and threads (under ASGI each request
+    # has a thread of its own). A request waits at most 3 s for a connection, so when PostgreSQL is down
+    # the nginx-rtmp callbacks still answer well within nginx's 10 s (see streams.hooks).
     DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 10},
+        "pool": {"min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 3},
         "server_side_binding": True,
     }
 else:
