@@ -86,6 +86,11 @@ def _let_workers_in(prefix: Path) -> None:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
+def terminate(process: subprocess.Popen[bytes], grace_s: float = 10) -> int:
+    """SIGTERM a process we started, then SIGKILL it if it is still there after ``grace_s``."""
+    return _end_process(process, [(signal.SIGTERM, grace_s)])
+
+
 def _parent_pid(pid: int) -> int | None:
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_text()
@@ -94,7 +99,8 @@ def _parent_pid(pid: int) -> int | None:
     return int(stat_line.rsplit(")", 1)[1].split()[1])
 
 
-def _wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
+def wait_until(check: Callable[[], bool], timeout_s: float = 20, interval_s: float = 0.05) -> bool:
+    """True as soon as ``check()`` is; False after ``timeout_s`` (a bound on waiting, not a speed assertion)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -210,7 +216,7 @@ class NginxProcess:
         return bool(match) and _parent_pid(int(match.group(1))) == self.process.pid
 
     def _wait_for_stat(self, timeout_s: float) -> None:
-        if not _wait_until(self._stat_answers, timeout_s):
+        if not wait_until(self._stat_answers, timeout_s):
             self.stop(grace_s=1)
             raise ProcessError(f"nginx did not answer {self.stat_url} within {timeout_s}s:\n{self.error_log()}")
 

@@ -3,8 +3,6 @@ drops the publisher on /control, reloads, and refuses a broken config. No consol
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from tests.nginx import (
     ffmpeg_factory,  # noqa: F401 - fixture
     free_port,
     nginx_factory,  # noqa: F401 - fixture
+    wait_until,
 )
 
 STREAM = "teststream"
@@ -55,16 +54,6 @@ def start_origin(nginx_factory: NginxFactory, app_names: tuple[str, ...] = ("liv
     return nginx_factory(config, http_port=http_port, rtmp_port=rtmp_port)
 
 
-def poll(check: Callable[[], bool], timeout_s: float = POLL_TIMEOUT_S, interval_s: float = 0.2) -> bool:
-    """True as soon as ``check()`` is; False after ``timeout_s`` (a bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval_s)
-    return bool(check())
-
-
 def test_publish_play_and_drop_through_a_rendered_origin(
     nginx_factory: NginxFactory,  # noqa: F811
     ffmpeg_factory: FfmpegFactory,  # noqa: F811
@@ -73,7 +62,7 @@ def test_publish_play_and_drop_through_a_rendered_origin(
     assert b"<name>live</name>" in nginx.stat_xml()
 
     publisher = ffmpeg_factory.publisher(nginx.rtmp_url("live", STREAM))
-    assert poll(lambda: not publisher.alive() or f"<name>{STREAM}</name>".encode() in nginx.stat_xml()), (
+    assert wait_until(lambda: not publisher.alive() or f"<name>{STREAM}</name>".encode() in nginx.stat_xml()), (
         nginx.error_log()
     )
     assert publisher.alive(), publisher.stderr_text()
@@ -86,7 +75,7 @@ def test_publish_play_and_drop_through_a_rendered_origin(
     assert nginx.control("drop/publisher", app="live", name=STREAM) == 1
     publisher_rc = publisher.wait(timeout_s=POLL_TIMEOUT_S)
     assert publisher_rc != 0  # ffmpeg reports the broken pipe and exits 1
-    assert poll(lambda: f"<name>{STREAM}</name>".encode() not in nginx.stat_xml())
+    assert wait_until(lambda: f"<name>{STREAM}</name>".encode() not in nginx.stat_xml())
 
 
 def test_player_of_a_missing_stream_gets_no_frames(
@@ -102,7 +91,7 @@ def test_player_of_a_missing_stream_gets_no_frames(
 def test_reload_serves_the_new_config(nginx_factory: NginxFactory) -> None:  # noqa: F811
     nginx = start_origin(nginx_factory)
     nginx.reload(render_config(nginx.rtmp_port, nginx.http_port, ("live", "live2")))
-    assert poll(lambda: b"<name>live2</name>" in nginx.stat_xml()), nginx.error_log()
+    assert wait_until(lambda: b"<name>live2</name>" in nginx.stat_xml()), nginx.error_log()
 
 
 def test_workers_can_write_hls_under_the_prefix(
@@ -117,7 +106,7 @@ def test_workers_can_write_hls_under_the_prefix(
     nginx = nginx_factory(config, http_port=http_port, rtmp_port=rtmp_port, prefix=prefix)
     publisher = ffmpeg_factory.publisher(nginx.rtmp_url("live", STREAM))
     playlist = prefix / "media" / "live" / f"{STREAM}.m3u8"
-    assert poll(lambda: not publisher.alive() or playlist.exists()), (publisher.stderr_text(), nginx.error_log())
+    assert wait_until(lambda: not publisher.alive() or playlist.exists()), (publisher.stderr_text(), nginx.error_log())
     assert "#EXTINF" in playlist.read_text()
     assert "Permission denied" not in nginx.error_log()
 

@@ -3,7 +3,6 @@
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.nginx import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -79,12 +80,7 @@ def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
             assert time.monotonic() < deadline, "in-process background work did not run"
             time.sleep(0.3)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server)
 
 
 def production_env(**extra):

@@ -1,7 +1,6 @@
 """With the database unreachable, a real console process answers nginx-rtmp's callbacks without
 hanging: publish is refused (fail-closed), everything else is allowed so live streams survive."""
 
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import urllib.request
 from urllib.parse import urlencode
 
 from tests.console.test_modes import ROOT, clean_env, free_port
+from tests.nginx import terminate
 
 
 def post(port, event, query, **fields):
@@ -48,9 +48,4 @@ def test_callbacks_when_the_database_is_down(tmp_path):
         assert post(port, "publish_done", "secret=x", name="some-key") == 200
         assert post(port, "play", "secret=x", name="public") == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server)

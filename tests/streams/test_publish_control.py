@@ -19,15 +19,7 @@ from streams.ratelimit import publish_failures
 from streams.rendering import render_origin_config
 from tests import factories
 from tests.nginx import free_port
-
-
-def poll(check, timeout_s=20.0, interval_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval_s)
-    return bool(check())
+from tests.nginx import wait_until as poll
 
 
 def stat_names(nginx):
