@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 
 from console.roles import ROLE_CHOICES
@@ -123,4 +124,17 @@ class RotateForm(forms.Form):
     grace_hours = forms.IntegerField(
         min_value=0, max_value=168, initial=1, label="Old secret stays valid for (hours)",
         help_text="Switch the encoder to the new secret within this time; then the old one is refused.",
+    )  # fmt: skip
+
+
+class UserForm(forms.Form):
+    """Create a user or change one's role and state (admins)."""
+
+    username = forms.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=[("", "no access"), *ROLE_CHOICES], required=False)
+    is_active = forms.BooleanField(required=False, initial=True, label="Active")
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="Required for a new user; leave blank to keep the current one.",
     )  # fmt: skip

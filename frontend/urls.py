@@ -26,6 +26,8 @@ urlpatterns = [
     path("servers/<int:pk>/hook-secret/", views.ServerHookSecretView.as_view(), name="server-hook-secret"),
     path("servers/<int:pk>/config/", views.ServerConfigView.as_view(), name="server-config"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
+    path("users/", views.UserListView.as_view(), name="user-list"),
+    path("users/<int:pk>/", views.UserListView.as_view(), name="user-edit"),
     path("tokens/", views.TokenListView.as_view(), name="token-list"),
     path("tokens/<int:pk>/revoke/", views.TokenRevokeView.as_view(), name="token-revoke"),
 ]

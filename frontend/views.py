@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -18,9 +19,9 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
-from console import audit, tokens
+from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
-from console.roles import Role, request_role
+from console.roles import Role, request_role, role_of
 from frontend import forms
 from streams import inventory, keys, rendering, sessions
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
@@ -379,6 +380,41 @@ class ServerConfigView(RoleView):
         except ValueError as exc:
             text, error = "", str(exc)
         return render(request, "frontend/server_config.html", {"server": server, "config": text, "error": error})
+
+
+class UserListView(RoleView):
+    """Admins: every account with its role; create one or edit one."""
+
+    read_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, pk: int | None = None) -> HttpResponse:
+        user = get_object_or_404(get_user_model(), pk=pk) if pk else None
+        initial: dict[str, Any] = {"is_active": True}
+        if user is not None:
+            role = role_of(user)
+            initial = {"username": user.username, "email": user.email, "is_active": user.is_active,
+                       "role": role.label if role else ""}  # fmt: skip
+        return self._render(forms.UserForm(initial=initial), user)
+
+    def post(self, request: HttpRequest, pk: int | None = None) -> HttpResponse:
+        user = get_object_or_404(get_user_model(), pk=pk) if pk else None
+        form = forms.UserForm(request.POST)
+        if form.is_valid():
+            try:
+                saved = users.save_user(self.actor(), user=user, **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"Saved {saved.username}.")
+                return redirect("user-list")
+        return self._render(form, user, status=400)
+
+    def _render(self, form: Any, editing: Any, status: int = 200) -> HttpResponse:
+        rows = [
+            (u, role_of(u).label if role_of(u) else "no access") for u in get_user_model().objects.order_by("username")
+        ]
+        context = {"rows": rows, "form": form, "editing": editing}
+        return render(self.request, "frontend/user_list.html", context, status=status)
 
 
 class AuditListView(RoleView):

@@ -102,3 +102,34 @@ def test_server_config_and_hook_secret_rotation(admin, viewer):
     server.refresh_from_db()
     assert server.hook_secret != old and server.hook_secret_previous == old
     keys.revoke_key(factories.issue_key(app).key, audit.Actor.system())  # nothing live: no kicks
+
+
+def test_admins_manage_users_and_roles(admin, viewer):
+    from console.models import AuditEntry
+    from console.roles import role_of
+
+    assert logged_in(viewer).get("/users/").status_code == 403
+    client = logged_in(admin)
+    assert "viewer" in client.get("/users/").content.decode()
+    response = client.post("/users/", {"username": "newop", "role": "operator", "is_active": "on",
+                                       "password": "a-long-enough-pass-42"})  # fmt: skip
+    assert response.status_code == 302
+    from django.contrib.auth import get_user_model
+
+    newop = get_user_model().objects.get(username="newop")
+    assert role_of(newop).label == "operator" and newop.check_password("a-long-enough-pass-42")
+    assert client.post(f"/users/{viewer.pk}/", {"username": "viewer", "role": "", "is_active": ""}).status_code == 302
+    viewer.refresh_from_db()
+    assert not viewer.is_active
+    # refusals: new user without password, weak password, taking a username, demoting yourself
+    assert client.post("/users/", {"username": "x", "role": "viewer"}).status_code == 400
+    assert client.post("/users/", {"username": "y", "role": "viewer", "password": "123"}).status_code == 400
+    assert (
+        client.post("/users/", {"username": "newop", "role": "viewer", "password": "another-pass-77"}).status_code
+        == 400
+    )
+    assert (
+        client.post(f"/users/{admin.pk}/", {"username": "admin", "role": "viewer", "is_active": "on"}).status_code
+        == 400
+    )
+    assert AuditEntry.objects.filter(object_type="auth.user").count() == 2
