@@ -194,8 +194,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 HEARTBEAT_INTERVAL_S = env_int("TALLY_HEARTBEAT_INTERVAL_S", 30)
+POLL_INTERVAL_S = env_int("TALLY_POLL_INTERVAL_S", 5)
 CELERY_BEAT_SCHEDULE = {
     "console.heartbeat": {"task": "console.heartbeat", "schedule": float(HEARTBEAT_INTERVAL_S)},
+    "monitoring.poll_all": {"task": "monitoring.poll_all", "schedule": float(POLL_INTERVAL_S)},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
