@@ -93,3 +93,16 @@ def _close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> An
             )
     except DatabaseError:
         pass  # best effort: the worst case is a warning when the test database is dropped
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Browser tests last: Playwright's sync API leaves an event loop behind that async tests trip on."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Expose each phase's report on the test item (browser fixtures screenshot failures)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
