@@ -25,11 +25,27 @@ _shared_lock = threading.Lock()
 class HttpError(Exception):
     """An outbound request failed. ``permanent`` is True when the same request would fail again
     (4xx, redirect, oversized body, bad URL) and False when a later retry may work (timeout, 5xx,
-    connection refused)."""
+    connection refused). ``status`` is the HTTP status code when the server answered, else ``None``."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
+
+
+def build_auth(method: str, username: str, password: str) -> Auth:
+    """Return the auth for ``method`` ("basic", "digest" or "none"); ``None`` when there are no credentials.
+
+    A ``DigestAuth`` remembers the last challenge, so reusing one object for a series of calls to the same
+    server answers later calls in one round trip instead of two.
+    """
+    if method == "none" or not (username or password):
+        return None
+    if method == "basic":
+        return httpx.BasicAuth(username, password)
+    if method == "digest":
+        return httpx.DigestAuth(username, password)
+    raise ValueError(f"unknown HTTP auth method {method!r}")
 
 
 def make_client() -> httpx.Client:
@@ -110,7 +126,7 @@ def _check_response(response: httpx.Response, max_bytes: int) -> None:
         reason = f"HTTP {status} {response.reason_phrase}".rstrip()
         if 300 <= status < 400:
             reason += f" (redirect to {response.headers.get('location', '?')[:200]})"
-        raise HttpError(reason, permanent=status < 500 and status not in {408, 429})
+        raise HttpError(reason, permanent=status < 500 and status not in {408, 429}, status=status)
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise HttpError(f"response too large ({int(length)} bytes, limit {max_bytes})", permanent=True)

@@ -47,6 +47,7 @@ def get_poller(kind: str) -> Poller:
 
 # Imported last: the poller modules import PollError from this package.
 from monitoring.pollers.nginx_rtmp import NginxRtmpPoller  # noqa: E402
+from monitoring.pollers.wowza import WowzaPoller  # noqa: E402
 
 # Keys are Server.Kind values, spelled out so importing this package does not need Django's app registry.
-registry: dict[str, Poller] = {"nginx-rtmp": NginxRtmpPoller()}
+registry: dict[str, Poller] = {"nginx-rtmp": NginxRtmpPoller(), "wowza": WowzaPoller()}

@@ -403,15 +403,17 @@ def test_taken_at_must_be_timezone_aware() -> None:
         ServerSnapshot.unreachable(1, datetime(2025, 11, 25, 14, 0), "x")
 
 
-def test_registry_has_nginx_rtmp_only() -> None:
+def test_registry_has_a_poller_per_server_kind() -> None:
+    from monitoring.pollers.wowza import WowzaPoller
     from streams.models import Server
 
-    assert set(registry) == {Server.Kind.NGINX_RTMP.value}
+    assert set(registry) == {kind.value for kind in Server.Kind}
     poller = get_poller(Server.Kind.NGINX_RTMP)
     assert isinstance(poller, NginxRtmpPoller)
+    assert isinstance(get_poller(Server.Kind.WOWZA), WowzaPoller)
     assert poller.parse(load("idle"), TAKEN_AT, server_id=2).worker_pid == 8716
     with pytest.raises(PollError) as excinfo:
-        get_poller(Server.Kind.WOWZA)
+        get_poller("flussonic")
     assert excinfo.value.permanent is True
 
 
