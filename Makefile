@@ -56,7 +56,7 @@ lock:
 
 ## Scalable mode (set DATABASE_URL and REDIS_URL): HTTP, websockets, worker, beat
 serve: venv
-	$(VENV)/bin/gunicorn console.wsgi:application --bind $(HOST):$(PORT) --workers 2 --threads 4 --worker-class gthread
+	$(VENV)/bin/gunicorn console.wsgi:application --bind $(HOST):$(PORT) --workers 3 --worker-class sync --timeout 30  # as deploy/systemd/tally-web.service
 serve-ws: venv
 	$(VENV)/bin/daphne -b $(HOST) -p $(WS_PORT) console.asgi:application
 worker: venv

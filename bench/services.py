@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_CTL = ROOT / "tests" / "bin" / "pg_ctl"  # runs pg_ctl as the postgres user when we are root
+SYSTEMD_UNIT = ROOT / "deploy" / "systemd" / "tally-web.service"
 sys.path.insert(0, str(ROOT))
 
 
@@ -57,15 +60,20 @@ def postgres() -> Iterator[str]:
         subprocess.run(["rm", "-rf", str(workdir)])
 
 
-def console_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The production configuration against ``database_url`` (no Redis: the hooks must not need it)."""
+@contextlib.contextmanager
+def console_env(database_url: str, **extra: str) -> Iterator[dict[str, str]]:
+    """The production configuration against ``database_url`` (no Redis: the hooks must not need it), with
+    a throwaway TALLY_VAR_DIR that is removed afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "TALLY_"))}
+    var_dir = tempfile.mkdtemp(prefix="tally-bench-var-")
     env.update(
         TALLY_PRODUCTION="1", SECRET_KEY=secrets.token_urlsafe(50), DATABASE_URL=database_url,
-        ALLOWED_HOSTS="127.0.0.1", TALLY_SECURE_SSL_REDIRECT="0", LOG_LEVEL="WARNING",
-        TALLY_VAR_DIR=tempfile.mkdtemp(prefix="tally-bench-var-"), **extra,
+        ALLOWED_HOSTS="127.0.0.1", TALLY_SECURE_SSL_REDIRECT="0", LOG_LEVEL="WARNING", TALLY_VAR_DIR=var_dir, **extra,
     )  # fmt: skip
-    return env
+    try:
+        yield env
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -75,16 +83,36 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def production_gunicorn_options() -> list[str]:
+    """gunicorn's options in deploy/systemd/tally-web.service, minus ``--bind``: the bench serves the console
+    with exactly the worker settings production uses."""
+    exec_start = next(line for line in SYSTEMD_UNIT.read_text().splitlines() if line.startswith("ExecStart="))
+    args = shlex.split(exec_start.removeprefix("ExecStart="))
+    options = args[args.index("console.wsgi:application") + 1 :]
+    bind = options.index("--bind")
+    return options[:bind] + options[bind + 2 :]
+
+
+_PRODUCTION_OPTIONS = production_gunicorn_options()
+GUNICORN_WORKERS = int(_PRODUCTION_OPTIONS[_PRODUCTION_OPTIONS.index("--workers") + 1])
+
+
 @contextlib.contextmanager
-def console(env: dict[str, str], workers: int = 2, threads: int = 4) -> Iterator[int]:
-    """The console's HTTP side as production serves it (gunicorn, see deploy/systemd/tally-web.service);
-    yields its port."""
+def console(env: dict[str, str], workers: int = GUNICORN_WORKERS) -> Iterator[int]:
+    """The console's HTTP side as production serves it (gunicorn with the options of
+    deploy/systemd/tally-web.service, ``workers`` replaced); yields its port."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    options = production_gunicorn_options()
+    options[options.index("--workers") + 1] = str(workers)
+    command = [sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}", *options]
+    log_path = Path(env["TALLY_VAR_DIR"]) / "gunicorn.log"  # a file, not a pipe nobody reads while it fills
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        wait_for_port(port)
+        try:
+            wait_for_port(port)
+        except RuntimeError:
+            raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()[-2000:]}") from None
         for _ in range(50):
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()

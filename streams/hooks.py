@@ -164,9 +164,9 @@ def decide_publish(server: Server, cb: Callback, now: datetime) -> Decision:
                 server_id=server.pk, application_id=key.application_id, key_id=key.pk, app_name=cb.app,
                 public_name=key.public_name, client_id=cb.client_id, publisher_addr=cb.addr[:64],
                 encoder=cb.flashver[:64], secret_hash_used=digest, started=now, last_update_at=now,
-            )
+            ),
+            touch_key_at=now,
         )  # fmt: skip
-        hotpath.touch_key(key.pk, now)
     recent_keys.remember(server.pk, cb.app, digest, key.public_name)
     events.session_started(session)
     return Decision(302, location=key.public_name)

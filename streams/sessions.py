@@ -85,22 +85,23 @@ class KickResult:
 
 
 def kick_session(session: PublishSession, actor: audit.Actor, reason: str) -> KickResult:
-    """Drop a live publisher through the control module, close its session, audit the outcome.
+    """Close a live session with ``reason``, drop its publisher through the control module, audit it.
 
-    The session is closed whatever the control module answers: a revoked key is refused at the next
-    on_update anyway, and the outcome tells the admin whether the drop was immediate.
+    The session is closed first, so the on_publish_done/on_disconnect that the drop triggers finds it
+    closed and the recorded reason stays ours. It is closed whatever the control module answers: a
+    revoked key is refused at the next on_update anyway, and the outcome tells the admin whether the
+    drop was immediate.
     """
     server = session.server
+    _close(session, reason, timezone.now())
     result = control.drop_publisher(server, session.app_name, session.public_name, client_id=session.client_id)
-    with transaction.atomic():
-        _close(session, reason, timezone.now())
-        audit.record(
-            actor,
-            "kick",
-            session,
-            object_repr=f"{session.app_name}/{session.public_name} on {server.name}",
-            message=f"{reason}: {result.outcome}" + (f" ({result.detail})" if result.detail else ""),
-        )
+    audit.record(
+        actor,
+        "kick",
+        session,
+        object_repr=f"{session.app_name}/{session.public_name} on {server.name}",
+        message=f"{reason}: {result.outcome}" + (f" ({result.detail})" if result.detail else ""),
+    )
     return KickResult(session=session, outcome=result.outcome, detail=result.detail)
 
 

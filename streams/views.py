@@ -1,17 +1,43 @@
-"""The nginx-rtmp callback endpoint: a plain Django view, one indexed lookup and a fast answer."""
+"""The nginx-rtmp callback endpoint: one indexed lookup and a fast answer.
+
+Two doors lead to the same ``callback_response``:
+- ``nginx_rtmp_callback``, a plain Django view behind ``/hooks/`` in the URLconf (ASGI, the test client);
+- ``CallbackApplication``, the WSGI application gunicorn serves (``console.wsgi``). nginx-rtmp blocks
+  every publish on its callback, and on a small server Django's full request cycle (eight middleware,
+  the URL resolver) cost about as much CPU as the decision itself. This door builds the same
+  ``WSGIRequest``, sends the same request signals, applies the only middleware that act on a callback
+  response, and hands every other path to Django.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.exception import response_for_exception
+from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import request_started
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from console.audit import client_ip
 from streams import hooks, hotpath
 
 log = logging.getLogger(__name__)
+
+# The URLconf's "hooks/nginx-rtmp/<int:server_id>/<str:event>" (see streams/urls.py).
+# ASCII only, so the raw PATH_INFO is already the decoded path Django would match; other event names
+# (all unknown) are Django's to answer.
+CALLBACK_PATH = re.compile(r"/hooks/nginx-rtmp/(?P<server_id>[0-9]+)/(?P<event>[a-z_]+)")
+
+WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _answer(decision: hooks.Decision) -> HttpResponse:
@@ -21,8 +47,7 @@ def _answer(decision: hooks.Decision) -> HttpResponse:
     return response
 
 
-@csrf_exempt
-def nginx_rtmp_callback(request: HttpRequest, server_id: int, event: str) -> HttpResponse:
+def callback_response(request: HttpRequest, server_id: int, event: str) -> HttpResponse:
     """``POST /hooks/nginx-rtmp/<server-id>/<event>?secret=…``: allow (2xx), rename (302) or refuse (403)."""
     if request.method != "POST":
         return HttpResponse("POST only\n", status=405, headers={"Allow": "POST"}, content_type="text/plain")
@@ -47,3 +72,58 @@ def nginx_rtmp_callback(request: HttpRequest, server_id: int, event: str) -> Htt
         decision = hooks.decide_without_database(callback, server_id, request.GET.get("fail_open") == "1")
         log.error("database unavailable for %s callback (server %s): %s -> %s", event, server_id, exc, decision.status)
         return _answer(decision)
+
+
+nginx_rtmp_callback = csrf_exempt(callback_response)
+
+
+def _unused_get_response(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("only the middleware's request and response hooks are called")
+
+
+class CallbackApplication:
+    """WSGI: nginx-rtmp callbacks answered directly, every other request passed to ``django_application``.
+
+    A callback goes through what Django's ``WSGIHandler`` does for it, minus what has no effect on it:
+    request_started/request_finished (so the pooled database connection goes back, as after any
+    request), the ALLOWED_HOSTS check, ``SecurityMiddleware`` and ``XFrameOptionsMiddleware`` (the
+    headers every response gets), Content-Length (``CommonMiddleware``), Django's own answer to an
+    exception (``response_for_exception``: 400 for a suspicious request, 500 with a log line for a bug)
+    and its "Forbidden: /hooks/…" log line for every 4xx/5xx. Skipped: WhiteNoise (static paths only),
+    and the session, CSRF, auth and messages middleware (the view is CSRF-exempt and never reads a
+    session, a user or a message). A request Django would refuse for its Host is passed on to Django,
+    which answers and logs it as before. tests/streams/test_callback_wsgi_route.py holds both doors to
+    the same answers, headers included.
+    """
+
+    def __init__(self, django_application: WSGIApplication) -> None:
+        self.django_application = django_application
+        self.security = SecurityMiddleware(_unused_get_response)
+        self.xframe = XFrameOptionsMiddleware(_unused_get_response)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        match = CALLBACK_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is None:
+            return self.django_application(environ, start_response)
+        request = WSGIRequest(environ)
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return self.django_application(environ, start_response)
+        request_started.send(sender=self.__class__, environ=environ)
+        try:
+            response = self.security.process_request(request) or callback_response(
+                request, int(match["server_id"]), match["event"]
+            )
+        except Exception as exc:
+            response = response_for_exception(request, exc)
+        # Django's order: the innermost middleware's response hook first.
+        response = self.xframe.process_response(request, response)
+        if not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        response = self.security.process_response(request, response)
+        request.close()  # uploaded files, if a client sent any
+        if response.status_code >= 400:
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
+        return response  # the WSGI server calls response.close() once it is sent: that sends request_finished

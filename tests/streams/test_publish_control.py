@@ -9,7 +9,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers
 
 from console import audit
 from console.models import AuditEntry
@@ -188,7 +188,9 @@ class FleetListener:
         self.thread.join(10)
 
     async def _listen(self):
-        layer = get_channel_layer()
+        # A layer of its own: cancelling a receive on another event loop must not leave the process's
+        # shared layer (used by the push thread and other tests) in a broken state.
+        layer = channel_layers.make_backend("default")
         channel = await layer.new_channel()
         await layer.group_add("fleet", channel)
         self.ready.set()
