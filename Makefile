@@ -48,7 +48,7 @@ pytest: venv
 
 ## bench: every benchmark in bench/, each printing one JSON line last
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ## lock: re-resolve the pinned set from pyproject.toml's dependencies (+ test extras)
 lock:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
-from services import GUNICORN_WORKERS, console, console_env, manage, postgres
+from _services import GUNICORN_WORKERS, console, console_env, manage, postgres
 
 N_KEYS = 10_000
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
