@@ -14,20 +14,12 @@ from django.test import Client, override_settings
 from console.wsgi import application
 from streams import hotpath
 from streams.models import PublishReject, PublishSession
-from streams.ratelimit import publish_failures
 from tests import factories
+from tests.streams.test_hooks import FFMPEG_FLASHVER, _fresh_limiter  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.django_db
 
 FORM = "application/x-www-form-urlencoded"
-FFMPEG_FLASHVER = "FMLE/3.0 (compatible; Lavf59.27"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_limiter():
-    publish_failures.reset()
-    yield
-    publish_failures.reset()
 
 
 @pytest.fixture

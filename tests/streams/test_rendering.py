@@ -253,7 +253,6 @@ def test_origin_config_refuses_bad_server_or_application_sets() -> None:
         render_origin_config(make_server(role=Server.Role.PROXY), [], callback_base_url=BASE_URL)
 
 
-@pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
 def test_nginx_accepts_the_full_origin_config(tmp_path: Path) -> None:
     """The same inputs as the golden, with media paths in the prefix: the real nginx -t must pass."""
     prefix = tmp_path / "origin"
