@@ -2,13 +2,16 @@
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -46,8 +49,21 @@ def http(url, *, token=None, data=None):
         return response.status, response.read().decode()
 
 
+def callback(port, server_id, hook_secret, name, client_id):
+    """POST on_publish like nginx-rtmp (no redirect following); returns (status, Location)."""
+    body = urlencode({"app": "live", "addr": "127.0.0.1", "clientid": client_id, "call": "publish", "name": name})
+    connection = HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", f"/hooks/nginx-rtmp/{server_id}/publish?secret={hook_secret}", body,
+                       {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, response.getheader("Location")
+
+
 def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
-    """The only SQLite test: no variables set except a scratch var dir."""
+    """The only SQLite test: no variables set except a scratch var dir. It also drives the publish
+    callback, whose hot path has SQLite-specific statements."""
     env = clean_env(TALLY_VAR_DIR=str(tmp_path), TALLY_ADMIN_PASSWORD="smoke-test-pass", TALLY_HEARTBEAT_INTERVAL_S="1")
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert (tmp_path / "tally.sqlite3").exists()
@@ -74,6 +90,20 @@ def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
         status, body = http(f"{base}/api/v1/servers/", token=token,
                             data={"name": "o1", "host": "127.0.0.1", "stat_url": "http://127.0.0.1:8080/stat"})  # fmt: skip
         assert status == 201
+        # The publish callback's SQLite statements (the rest of the suite runs them on PostgreSQL).
+        server_id = json.loads(body)["id"]
+        app = json.loads(
+            http(f"{base}/api/v1/applications/", token=token, data={"server": server_id, "name": "live"})[1]
+        )
+        secret = json.loads(
+            http(f"{base}/api/v1/keys/", token=token, data={"application": app["id"], "label": "Cam"})[1]
+        )["secret"]
+        config = http(f"{base}/api/v1/servers/{server_id}/origin-config/", token=token)[1]
+        hook_secret = re.search(r"publish\?secret=([^;&\s]+)", config).group(1)
+        assert callback(port, server_id, hook_secret, secret, "1") == (302, "cam")
+        assert callback(port, server_id, hook_secret, secret, "1") == (302, "cam")  # repeated: same answer
+        assert callback(port, server_id, hook_secret, secret, "2")[0] == 403  # one publisher per key
+        assert callback(port, server_id, hook_secret, "wrong", "3")[0] == 403
         # No broker: the in-process timer runs the periodic work.
         deadline = time.monotonic() + 20
         while "in-process" not in json.loads(http(f"{base}/healthz")[1])["background_last_beat_s"]:
