@@ -9,6 +9,7 @@ to the channel layer. If Redis is down the events are dropped (after a log line)
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -50,21 +51,31 @@ def _drain() -> None:
                 batch.append(_queue.get_nowait())
             except queue.Empty:
                 break
-        try:
-            loop.run_until_complete(_send_batch(batch))
-        except Exception as exc:  # push is best effort; the state is in the database
-            log.warning("live push of %d message(s) dropped: %s", len(batch), exc)
+        pending = collections.deque(batch)
+        for attempt in (1, 2):
+            # A pooled Redis connection the server has closed (restart, idle timeout) fails once, then
+            # the pool reconnects: retry what was not sent yet, once.
+            try:
+                loop.run_until_complete(_send_batch(pending))
+                break
+            except Exception as exc:  # push is best effort; the state is in the database
+                if attempt == 2:
+                    log.warning("live push of %d message(s) dropped: %s", len(pending), exc)
         # Under load, let the next messages gather: one wake-up of this thread per burst instead of one
         # per message, each of which takes the GIL from the request being served.
         time.sleep(GATHER_S)
 
 
-async def _send_batch(batch: list[tuple[str, dict[str, Any]]]) -> None:
+async def _send_batch(pending: collections.deque[tuple[str, dict[str, Any]]]) -> None:
+    """Send and remove messages from the front of ``pending``; what is left on an error was not sent."""
     layer = get_channel_layer()
     if layer is None:
+        pending.clear()
         return
-    for group, message in batch:
+    while pending:
+        group, message = pending[0]
         await layer.group_send(group, {"type": FORWARD_EVENT, "message": message})
+        pending.popleft()
 
 
 def send_soon(group: str, message: dict[str, Any]) -> None:
