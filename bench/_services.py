@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -22,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_CTL = ROOT / "tests" / "bin" / "pg_ctl"  # runs pg_ctl as the postgres user when we are root
-SYSTEMD_UNIT = ROOT / "deploy" / "systemd" / "tally-web.service"
 sys.path.insert(0, str(ROOT))
+
+from tests.production import web_command, web_processes  # noqa: E402
 
 
 def free_port() -> int:
@@ -83,36 +83,23 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def production_gunicorn_options() -> list[str]:
-    """gunicorn's options in deploy/systemd/tally-web.service, minus ``--bind``: the bench serves the console
-    with exactly the worker settings production uses."""
-    exec_start = next(line for line in SYSTEMD_UNIT.read_text().splitlines() if line.startswith("ExecStart="))
-    args = shlex.split(exec_start.removeprefix("ExecStart="))
-    options = args[args.index("console.wsgi:application") + 1 :]
-    bind = options.index("--bind")
-    return options[:bind] + options[bind + 2 :]
-
-
-_PRODUCTION_OPTIONS = production_gunicorn_options()
-GUNICORN_WORKERS = int(_PRODUCTION_OPTIONS[_PRODUCTION_OPTIONS.index("--workers") + 1])
+WEB_PROCESSES = web_processes()
 
 
 @contextlib.contextmanager
-def console(env: dict[str, str], workers: int = GUNICORN_WORKERS) -> Iterator[int]:
-    """The console's HTTP side as production serves it (gunicorn with the options of
-    deploy/systemd/tally-web.service, ``workers`` replaced); yields its port."""
+def console(env: dict[str, str], workers: int = WEB_PROCESSES) -> Iterator[int]:
+    """The console's HTTP side as production serves it (uWSGI with the options of
+    deploy/systemd/tally-web.service, ``workers`` processes); yields its port."""
     port = free_port()
-    options = production_gunicorn_options()
-    options[options.index("--workers") + 1] = str(workers)
-    command = [sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}", *options]
-    log_path = Path(env["TALLY_VAR_DIR"]) / "gunicorn.log"  # a file, not a pipe nobody reads while it fills
+    command = web_command(port, workers)
+    log_path = Path(env["TALLY_VAR_DIR"]) / "web.log"  # a file, not a pipe nobody reads while it fills
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         try:
             wait_for_port(port)
         except RuntimeError:
-            raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()[-2000:]}") from None
+            raise RuntimeError(f"the console did not start:\n{log_path.read_text()[-2000:]}") from None
         for _ in range(50):
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()

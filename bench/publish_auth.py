@@ -1,12 +1,12 @@
 """How fast the console decides nginx-rtmp's on_publish, served the production way.
 
-Starts a throwaway PostgreSQL holding 10,000 publish keys and the console under gunicorn (production
-settings and worker options, no Redis), then sends on_publish callbacks exactly like nginx-rtmp does
+Starts a throwaway PostgreSQL holding 10,000 publish keys and the console under uWSGI (production
+settings and server options, no Redis), then sends on_publish callbacks exactly like nginx-rtmp does
 (HTTP/1.0 form POST, Connection: Close, one connection per request):
 - max throughput: as many decisions as CONCURRENCY clients can get through in MAX_SECONDS;
 - latency at a fixed rate of 300 decisions/s for RATE_SECONDS, measured from each request's scheduled
   send time (so a stall counts against every request it delays, the client's own lateness included).
-Every decision is a full one: key lookup by hash, row lock, concurrency count, session insert.
+Every decision is a full one: server and key lookup by hash, open sessions, session insert.
 Prints one JSON object last: {"max_decisions_per_s", "p50_ms_at_300", "p99_ms_at_300", ...}.
 """
 
@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
-from _services import GUNICORN_WORKERS, console, console_env, manage, postgres
+from _services import WEB_PROCESSES, console, console_env, manage, postgres
 
 N_KEYS = 10_000
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 MAX_SECONDS = float(os.environ.get("BENCH_MAX_SECONDS", "10"))
 RATE = 300
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "10"))
-WORKERS = int(os.environ.get("BENCH_WORKERS", str(GUNICORN_WORKERS)))
+WORKERS = int(os.environ.get("BENCH_WORKERS", str(WEB_PROCESSES)))
 # The fields nginx-rtmp sends with on_publish besides clientid and name (see
 # tests/fixtures/nginx_rtmp/callbacks.txt), in its order.
 FIELDS_BEFORE = {"app": "live", "flashver": "FMLE/3.0 (compatible; Lavf59.27", "swfurl": "",
@@ -183,7 +183,7 @@ def main() -> None:
             max_rate = max_throughput(client)
             latencies = fixed_rate(client)
     assert set(client.statuses) == {302}, f"unexpected answers: {client.statuses}"
-    print(f"keys in database: {N_KEYS}; web workers: {WORKERS}; clients: {CONCURRENCY}")
+    print(f"keys in database: {N_KEYS}; web processes: {WORKERS}; clients: {CONCURRENCY}")
     print(f"max: {max_rate:.0f} decisions/s over {MAX_SECONDS:g} s")
     print(f"at {RATE}/s for {RATE_SECONDS:g} s: p50 {percentile(latencies, 0.5):.1f} ms, "
           f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms")  # fmt: skip

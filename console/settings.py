@@ -161,10 +161,23 @@ if DATABASE_URL:
     # A psycopg pool per process reuses connections across requests and threads (under ASGI each request
     # has a thread of its own). A request waits at most 3 s for a connection, so when PostgreSQL is down
     # the nginx-rtmp callbacks still answer well within nginx's 10 s (see streams.hooks).
-    DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 3},
-        "server_side_binding": True,
-    }
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True}
+    if env_bool("TALLY_DB_PERSISTENT"):
+        # One connection per process, kept across requests: for the web workers, each serving one
+        # request at a time (deploy/systemd/tally-web.service); a pool's checkout and return cost about
+        # a tenth of a publish decision. A connection attempt gives up after 3 s, as the pool's wait does.
+        DATABASES["default"]["CONN_MAX_AGE"] = 600
+        DATABASES["default"]["OPTIONS"]["connect_timeout"] = 3
+    else:
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 3
+        }  # fmt: skip
+    if env_bool("TALLY_DB_PREPARE", True):
+        # A statement run 5 times on a connection is prepared: parsed once, yet still planned for each
+        # run's values (a generic plan, chosen while the statistics lagged behind a fast-growing
+        # sessions table, scanned every open session). TALLY_DB_PREPARE=0 behind PgBouncer in
+        # transaction mode, which cannot keep prepared statements.
+        DATABASES["default"]["OPTIONS"].update(prepare_threshold=5, options="-c plan_cache_mode=force_custom_plan")
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

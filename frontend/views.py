@@ -190,7 +190,7 @@ class ApplicationDetailView(RoleView):
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         app = get_object_or_404(Application.objects.visible_to(request.user).select_related("server"), pk=pk)
         state = request.GET.get("state", "")
-        key_qs = app.keys.select_related("created_by").order_by("public_name")
+        key_qs = app.keys.with_last_used().select_related("created_by").order_by("public_name")  # type: ignore[attr-defined]
         if state in StreamKey.State.values:
             key_qs = key_qs.with_state(state)  # type: ignore[attr-defined]
         now = timezone.now()

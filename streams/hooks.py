@@ -8,6 +8,7 @@ needs only the database: no Redis, no Celery (events go through a non-blocking q
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -15,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.utils import timezone
 
 from console.tokens import hash_secret
@@ -32,6 +32,8 @@ AUTH_FAILURES = frozenset(
     {"unknown_key", "rotated_out", "revoked", "expired", "wrong_application", "address_not_allowed"}
 )
 MAX_FIELD = 512
+# Tries at a publisher place when concurrent publishes of one key race for the same one.
+PUBLISH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,22 @@ class RecentKeys:
 recent_keys = RecentKeys()
 
 
-def handle(server: Server, cb: Callback, now: datetime | None = None) -> Decision:
-    """Dispatch one callback to its handler."""
+def publish_digest(cb: Callback) -> str | None:
+    """The hash of the secret a publish offers, when the decision will look it up (not for nginx's own
+    relays, nor while the source address is blocked): the caller reads the server and the key in one
+    statement (``hotpath.load_publish_context``)."""
+    if cb.event != "publish" or cb.is_local_relay or publish_failures.is_blocked(cb.addr):
+        return None
+    return hash_secret(cb.name)
+
+
+def handle(
+    server: Server, cb: Callback, now: datetime | None = None, context: hotpath.PublishContext | None = None
+) -> Decision:
+    """Dispatch one callback to its handler (``context``: a publish's, if already read)."""
     now = now or timezone.now()
     if cb.event == "publish":
-        return decide_publish(server, cb, now)
+        return decide_publish(server, cb, now, context)
     if cb.event == "update":
         return decide_update(server, cb, now)
     if cb.event == "play":
@@ -135,7 +148,9 @@ def handle(server: Server, cb: Callback, now: datetime | None = None) -> Decisio
     return ALLOW
 
 
-def decide_publish(server: Server, cb: Callback, now: datetime) -> Decision:
+def decide_publish(
+    server: Server, cb: Callback, now: datetime, context: hotpath.PublishContext | None = None
+) -> Decision:
     """Allow a publish (302 to the key's public name) or refuse it (403 with a recorded reason)."""
     if cb.is_local_relay:
         return ALLOW
@@ -143,30 +158,36 @@ def decide_publish(server: Server, cb: Callback, now: datetime) -> Decision:
         events.publish_rejected(server.pk, cb.app, cb.addr, "rate_limited")
         return Decision(403, reason="rate_limited")  # no database work while blocked
     digest = hash_secret(cb.name)
-    with transaction.atomic():
-        key = hotpath.load_key(digest, lock=True)
+    for _ in range(PUBLISH_ATTEMPTS):
+        if context is None:
+            context = hotpath.load_publish_context(server.pk, digest, cb.client_id)
+        key, rows = context.key, context.open_sessions
         reason = _refusal(server, cb, key, digest, now)
         if reason:
             return _reject(server, cb, key, reason, now)
         assert key is not None
-        # One query: the key's live sessions, and any open session of this client id on this server.
-        rows = hotpath.open_sessions(key.pk, server.pk, cb.client_id)
-        live = [(srv, client) for _, key_id, srv, client in rows if key_id == key.pk]
-        if (server.pk, cb.client_id) in live:
+        live = [row for row in rows if row.key_id == key.pk]
+        if any((row.server_id, row.client_id) == (server.pk, cb.client_id) for row in live):
             return Decision(302, location=key.public_name)  # a repeated on_publish: same answer, no new session
         if len(live) >= key.max_publishers:
             return _reject(server, cb, key, "too_many_publishers", now)
-        stale = [pk for pk, _, srv, client in rows if (srv, client) == (server.pk, cb.client_id)]
+        stale = [row.id for row in rows if (row.server_id, row.client_id) == (server.pk, cb.client_id)]
         if stale:  # left open from before an nginx restart (client ids start again from 1)
             PublishSession.objects.filter(pk__in=stale).update(ended=now, end_reason=PublishSession.EndReason.STALE)
+        taken = {row.slot for row in live}
         session = hotpath.insert_session(
             PublishSession(
                 server_id=server.pk, application_id=key.application_id, key_id=key.pk, app_name=cb.app,
                 public_name=key.public_name, client_id=cb.client_id, publisher_addr=cb.addr[:64],
                 encoder=cb.flashver[:64], secret_hash_used=digest, started=now, last_update_at=now,
+                publisher_slot=next(slot for slot in itertools.count() if slot not in taken),
             ),
-            touch_key_at=now,
         )  # fmt: skip
+        if session is not None:
+            break
+        context = None  # a concurrent publish took the same place (or client id) first: read again
+    else:
+        return _reject(server, cb, key, "too_many_publishers", now)
     recent_keys.remember(server.pk, cb.app, digest, key.public_name)
     events.session_started(session)
     return Decision(302, location=key.public_name)
@@ -225,7 +246,7 @@ def _adopt(server: Server, cb: Callback, now: datetime) -> Decision:
     Callbacks after a rename carry the original name, i.e. the secret: re-check it and re-open the session.
     """
     digest = hash_secret(cb.name)
-    key = hotpath.load_key(digest, lock=False)
+    key = hotpath.load_key(digest)
     if _refusal(server, cb, key, digest, now):
         return Decision(403, reason="unknown_live_publisher")
     assert key is not None

@@ -2,17 +2,22 @@
 
 nginx-rtmp blocks every publish on the callback, and on this path Django's query compilation cost
 several times what PostgreSQL spends answering (about 0.5 ms per query on a small server against
-0.1 ms). These few fixed statements keep the decision to one short transaction of cheap round trips.
+0.1 ms). A publish decision is two statements in autocommit, no explicit transaction: one SELECT reads
+the server, the key and its open sessions (``load_publish_context``), one INSERT opens the session (the
+key's last use is read from its sessions, so no key row is written). The concurrent-publisher limit
+needs no row lock: each open session holds a publisher place below the key's limit, and a unique index
+on (key, place) among open sessions refuses a second claim of the same place (``insert_session``
+returns None and the caller decides again).
 Rows become model instances through ``Model.from_db`` with the fields' own database converters
-(the same two steps ``QuerySet.raw`` takes, without its per-query column mapping), and the rules stay
-in ``hooks`` and the model methods. Works on PostgreSQL and SQLite.
+(the same two steps ``QuerySet.raw`` takes, looked up once per column set instead of per row), and the
+rules stay in ``hooks`` and the model methods. Works on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import connection, models
 
@@ -21,60 +26,103 @@ from streams.models import Application, PublishSession, Server, StreamKey
 M = TypeVar("M", bound=models.Model)
 
 
-def _fields(model: type[models.Model], attnames: Sequence[str]) -> list[Any]:
-    """The model's fields named by ``attnames``, which must follow the model's own column order (the order
-    ``from_db`` expects values in)."""
-    fields = [f for f in model._meta.concrete_fields if f.attname in attnames]
-    assert [f.attname for f in fields] == list(attnames), f"{model.__name__}: unknown field or out of order"
-    return fields
+class Columns:
+    """Some of a model's columns, in the model's own column order (the order ``from_db`` expects values
+    in), with each column's database converters looked up once per database vendor."""
+
+    def __init__(self, model: type[models.Model], attnames: Sequence[str]) -> None:
+        self.model = model
+        self.fields = [f for f in model._meta.concrete_fields if f.attname in attnames]
+        self.attnames = [f.attname for f in self.fields]
+        assert self.attnames == list(attnames), f"{model.__name__}: unknown field or out of order"
+        self._converters: dict[str, list[tuple[int, Any, list[Any]]]] = {}
+
+    def select(self, alias: str) -> str:
+        """The SELECT list of these columns of table ``alias``."""
+        return ", ".join(f"{alias}.{field.column}" for field in self.fields)
+
+    def converters(self) -> list[tuple[int, Any, list[Any]]]:
+        """(position, column, converters) of each column that has any, for the current connection's vendor."""
+        found = self._converters.get(connection.vendor)
+        if found is None:
+            found = []
+            for i, field in enumerate(self.fields):
+                column = field.get_col(self.model._meta.db_table)
+                convert = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+                if convert:
+                    found.append((i, column, convert))
+            self._converters[connection.vendor] = found
+        return found
+
+    def build(self, values: Sequence[Any]) -> Any:
+        """A model instance from one row of these columns, converted as the ORM would convert them."""
+        converted = list(values)
+        db = connection
+        for i, column, convert in self.converters():
+            for step in convert:
+                converted[i] = step(converted[i], column, db)
+        return self.model.from_db(db.alias, self.attnames, converted)
 
 
-# Each SELECT lists exactly the columns of the field list next to it, in that order.
-_SERVER_FIELDS = _fields(
+_SERVER = Columns(
     Server,
     ("id", "name", "control_url", "hook_secret", "hook_secret_previous", "hook_secret_rotated_at",
      "hook_allowed_cidrs"),
 )  # fmt: skip
-_SERVER_SQL = (
-    "SELECT id, name, control_url, hook_secret, hook_secret_previous, hook_secret_rotated_at, hook_allowed_cidrs"
-    " FROM streams_server WHERE id = %s"
-)
-_KEY_FIELDS = _fields(
+# The f-strings below assemble constant column lists and table names only; every value is a parameter.
+_SERVER_SQL = f"SELECT {_SERVER.select('s')} FROM streams_server s WHERE s.id = %s"  # noqa: S608
+_KEY = Columns(
     StreamKey,
     ("id", "application_id", "public_name", "prefix", "secret_hash", "previous_secret_hash", "previous_valid_until",
      "expires_at", "revoked_at", "max_publishers", "allowed_cidrs"),
 )  # fmt: skip
-_APPLICATION_FIELDS = _fields(Application, ("id", "server_id", "name"))
-_KEY_SQL = (
-    "SELECT k.id, k.application_id, k.public_name, k.prefix, k.secret_hash, k.previous_secret_hash,"
-    " k.previous_valid_until, k.expires_at, k.revoked_at, k.max_publishers, k.allowed_cidrs,"
-    " a.server_id, a.name"
-    " FROM streams_streamkey k JOIN streams_application a ON a.id = k.application_id"
-    " WHERE k.secret_hash = %s OR k.previous_secret_hash = %s"
+_APPLICATION = Columns(Application, ("id", "server_id", "name"))
+_KEY_SELECT = f"{_KEY.select('k')}, a.server_id, a.name"  # the application's id is the key's application_id
+_KEY_FROM = "streams_streamkey k JOIN streams_application a ON a.id = k.application_id"
+_KEY_MATCH = "k.secret_hash = %s OR k.previous_secret_hash = %s"
+_KEY_SQL = f"SELECT {_KEY_SELECT} FROM {_KEY_FROM} WHERE {_KEY_MATCH}"  # noqa: S608
+_SESSION_SELECT = "p.id, p.key_id, p.server_id, p.client_id, p.publisher_slot"
+
+# A publish context row: the server's columns, the key's (the application's id is the key's
+# application_id), then an open session's.
+_KEY_AT = len(_SERVER.fields)
+_APPLICATION_AT = _KEY_AT + len(_KEY.fields)
+_SESSION_AT = _APPLICATION_AT + len(_APPLICATION.fields) - 1
+
+
+def _nulls(count: int) -> str:
+    return ", ".join(["NULL"] * count)
+
+
+# Three branches, each reading its rows by equality on an index, whatever the planner's statistics
+# say (joining the key to its sessions got a full scan of the open sessions while statistics lagged
+# behind a fast-growing table): the server with the key (NULL if unknown) and NULL session columns,
+# then a row with only session columns for each open session of that key, and for each open session
+# of this client id on this server.
+_PUBLISH_CONTEXT_SQL = (
+    f"SELECT {_SERVER.select('s')}, {_KEY_SELECT},"  # noqa: S608
+    f" {_nulls(_SESSION_SELECT.count(',') + 1)}"
+    f" FROM streams_server s LEFT JOIN ({_KEY_FROM}) ON {_KEY_MATCH} WHERE s.id = %s"
+    f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
+    f" WHERE p.ended IS NULL AND p.key_id = (SELECT k.id FROM streams_streamkey k WHERE {_KEY_MATCH})"
+    f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
+    " WHERE p.ended IS NULL AND p.server_id = %s AND p.client_id = %s"
 )
-_OPEN_SESSIONS_SQL = (
-    "SELECT id, key_id, server_id, client_id FROM streams_publishsession"
-    " WHERE ended IS NULL AND (key_id = %s OR (server_id = %s AND client_id = %s))"
-)
+
 _INSERT_SESSION_SQL = (
     "INSERT INTO streams_publishsession (server_id, application_id, key_id, app_name, public_name, client_id,"
-    " publisher_addr, encoder, secret_hash_used, started, last_update_at, end_reason, viewers, peak_viewers)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', 0, 0) RETURNING id"
+    " publisher_addr, encoder, secret_hash_used, started, last_update_at, publisher_slot, end_reason, viewers,"
+    " peak_viewers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', 0, 0)"
+    " ON CONFLICT DO NOTHING RETURNING id"
 )
-_TOUCH_KEY_SQL = "UPDATE streams_streamkey SET last_used_at = %s WHERE id = %s"
-# PostgreSQL runs both in one statement (one round trip fewer on every accepted publish); the CTE's
-# UPDATE runs to completion even though nothing reads its result.
-_INSERT_SESSION_AND_TOUCH_KEY_SQL = f"WITH touched AS ({_TOUCH_KEY_SQL}) {_INSERT_SESSION_SQL}"
 
 
-def _build(model: type[M], fields: list[Any], values: Sequence[Any]) -> M:
-    """A model instance from one row of ``fields``' columns, converted as the ORM would convert them."""
-    converted = list(values)
-    for i, field in enumerate(fields):
-        column = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
-            converted[i] = convert(converted[i], column, connection)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+class OpenSession(NamedTuple):
+    id: int
+    key_id: int | None
+    server_id: int
+    client_id: str
+    slot: int | None
 
 
 def load_server(server_id: int) -> Server | None:
@@ -82,47 +130,63 @@ def load_server(server_id: int) -> Server | None:
     with connection.cursor() as cursor:
         cursor.execute(_SERVER_SQL, [server_id])
         row = cursor.fetchone()
-    return _build(Server, _SERVER_FIELDS, row) if row else None
+    return _SERVER.build(row) if row else None
 
 
-def load_key(digest: str, *, lock: bool) -> StreamKey | None:
-    """The key whose current or previous secret hashes to ``digest``, with ``application`` attached
-    (server id and name only; its other fields are deferred). ``lock`` takes the key's row lock
-    (PostgreSQL) for the rest of the transaction."""
-    sql = _KEY_SQL + (" FOR UPDATE OF k" if lock and connection.features.has_select_for_update_of else "")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [digest, digest])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    key = _build(StreamKey, _KEY_FIELDS, row[: len(_KEY_FIELDS)])
+def _key_from_row(row: Sequence[Any]) -> StreamKey:
+    """A key from its columns followed by its application's server id and name."""
+    key: StreamKey = _KEY.build(row[: len(_KEY.fields)])
     # Built from the loaded columns only: a plain Application(...) would run the settings field's
     # default, a full settings validation, on every publish.
-    key.application = _build(Application, _APPLICATION_FIELDS, [key.application_id, *row[len(_KEY_FIELDS) :]])
+    key.application = _APPLICATION.build([key.application_id, *row[len(_KEY.fields) :]])
     return key
 
 
-def open_sessions(key_id: int, server_id: int, client_id: str) -> list[tuple[int, int | None, int, str]]:
-    """Open sessions of the key, and any open session of this client on this server: (id, key, server, client)."""
+def load_key(digest: str) -> StreamKey | None:
+    """The key whose current or previous secret hashes to ``digest``, with ``application`` attached
+    (server id and name only; its other fields are deferred)."""
     with connection.cursor() as cursor:
-        cursor.execute(_OPEN_SESSIONS_SQL, [key_id, server_id, client_id])
-        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+        cursor.execute(_KEY_SQL, [digest, digest])
+        row = cursor.fetchone()
+    return _key_from_row(row) if row else None
 
 
-def insert_session(session: PublishSession, *, touch_key_at: datetime) -> PublishSession:
-    """Insert a new open session, set its id, and record ``touch_key_at`` as its key's last use."""
+@dataclass(frozen=True)
+class PublishContext:
+    """What a publish decision reads, in one statement: the server (None if unknown), the key its
+    secret hashes to (None if none), the open sessions of that key and any open session of this client
+    id on this server."""
+
+    server: Server | None
+    key: StreamKey | None
+    open_sessions: list[OpenSession]
+
+
+def load_publish_context(server_id: int, digest: str, client_id: str) -> PublishContext:
+    with connection.cursor() as cursor:
+        cursor.execute(_PUBLISH_CONTEXT_SQL, [digest, digest, server_id, digest, digest, server_id, client_id])
+        rows = cursor.fetchall()
+    head = next((row for row in rows if row[0] is not None), None)
+    server = _SERVER.build(head[:_KEY_AT]) if head else None
+    key = _key_from_row(head[_KEY_AT:_SESSION_AT]) if head and head[_KEY_AT] is not None else None
+    found = {row[_SESSION_AT]: OpenSession(*row[_SESSION_AT:]) for row in rows if row[_SESSION_AT] is not None}
+    return PublishContext(server, key, list(found.values()))
+
+
+def insert_session(session: PublishSession) -> PublishSession | None:
+    """Insert a new open session and set its id.
+
+    None, with nothing written, when an open session already holds the same publisher slot of the key
+    or the same client id on the server (a concurrent publish got there first)."""
     dt = connection.ops.adapt_datetimefield_value
     values = [session.server_id, session.application_id, session.key_id, session.app_name, session.public_name,
               session.client_id, session.publisher_addr, session.encoder, session.secret_hash_used,
-              dt(session.started), dt(session.last_update_at)]  # fmt: skip
-    touch = [dt(touch_key_at), session.key_id]
+              dt(session.started), dt(session.last_update_at), session.publisher_slot]  # fmt: skip
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_INSERT_SESSION_AND_TOUCH_KEY_SQL, touch + values)
-            session.pk = cursor.fetchone()[0]
-        else:
-            cursor.execute(_INSERT_SESSION_SQL, values)
-            session.pk = cursor.fetchone()[0]
-            cursor.execute(_TOUCH_KEY_SQL, touch)
+        cursor.execute(_INSERT_SESSION_SQL, values)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    session.pk = row[0]
     session._state.adding = False
     return session

@@ -186,6 +186,11 @@ class StreamKeyQuerySet(models.QuerySet["StreamKey"]):
             )
         return self.none()
 
+    def with_last_used(self) -> StreamKeyQuerySet:
+        """Annotate ``last_used_at`` (the latest publish session's start) in the same query."""
+        latest = PublishSession.objects.filter(key=models.OuterRef("pk")).order_by("-started").values("started")[:1]
+        return self.annotate(last_used_at=models.Subquery(latest))  # type: ignore[no-redef]  # sets the property
+
 
 class StreamKey(models.Model):
     """A publish key: a secret the encoder sends, mapped to a public stream name viewers use.
@@ -220,7 +225,6 @@ class StreamKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     revoke_reason = models.CharField(max_length=200, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
     max_publishers = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
@@ -238,6 +242,19 @@ class StreamKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.public_name})"
+
+    @property
+    def last_used_at(self) -> datetime | None:
+        """When a publish with this key last started: read from its sessions (the publish path writes no
+        key row), annotated by ``StreamKeyQuerySet.with_last_used`` or looked up once on first use."""
+        if "_last_used_at" not in self.__dict__:
+            latest = self.sessions.order_by("-started").values_list("started", flat=True).first() if self.pk else None
+            self.__dict__["_last_used_at"] = latest
+        return self.__dict__["_last_used_at"]
+
+    @last_used_at.setter
+    def last_used_at(self, value: datetime | None) -> None:
+        self.__dict__["_last_used_at"] = value
 
     def state(self, now: datetime | None = None) -> str:
         now = now or timezone.now()
@@ -295,7 +312,10 @@ class PublishSession(models.Model):
     application = models.ForeignKey(
         Application, on_delete=models.SET_NULL, null=True, blank=True, related_name="publish_sessions"
     )
-    key = models.ForeignKey(StreamKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions")
+    # No index of its own: the two (key, …) indexes below start with it.
+    key = models.ForeignKey(
+        StreamKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions", db_index=False
+    )
     app_name = models.CharField(max_length=64)
     public_name = models.CharField(max_length=128)
     client_id = models.CharField(max_length=32)
@@ -307,6 +327,10 @@ class PublishSession(models.Model):
     ended = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
     bytes_in = models.BigIntegerField(null=True, blank=True)
+    # Which of the key's max_publishers places this open session holds (0 ..< max); unique among open
+    # sessions, so two concurrent publishes cannot both take the last place. None for a session adopted
+    # from a publisher already live on nginx (it counts towards the limit without holding a place).
+    publisher_slot = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     viewers = models.PositiveIntegerField(default=0)
     peak_viewers = models.PositiveIntegerField(default=0)
 
@@ -319,6 +343,13 @@ class PublishSession(models.Model):
                 fields=["server", "client_id"],
                 condition=models.Q(ended__isnull=True),
                 name="%(app_label)s_%(class)s_one_open_per_client",
+            ),
+            models.UniqueConstraint(
+                fields=["key", "publisher_slot"],
+                # Not usable for "open sessions of …" lookups (the indexes below serve them), so the
+                # planner never picks it for those while its statistics lag behind a fast-growing table.
+                condition=models.Q(ended__isnull=True, publisher_slot__isnull=False),
+                name="%(app_label)s_%(class)s_one_open_per_slot",
             ),
         ]
         indexes = [

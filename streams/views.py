@@ -2,7 +2,7 @@
 
 Two doors lead to the same ``callback_response``:
 - ``nginx_rtmp_callback``, a plain Django view behind ``/hooks/`` in the URLconf (ASGI, the test client);
-- ``CallbackApplication``, the WSGI application gunicorn serves (``console.wsgi``). nginx-rtmp blocks
+- ``CallbackApplication``, the WSGI application uWSGI serves (``console.wsgi``). nginx-rtmp blocks
   every publish on its callback, and on a small server Django's full request cycle (eight middleware,
   the URL resolver) cost about as much CPU as the decision itself. This door builds the same
   ``WSGIRequest``, sends the same request signals, applies the only middleware that act on a callback
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIRequest
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 # (all unknown) are Django's to answer.
 CALLBACK_PATH = re.compile(r"/hooks/nginx-rtmp/(?P<server_id>[0-9]+)/(?P<event>[a-z_]+)")
 
+MALFORMED = b"malformed request\n"
+
 WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -47,6 +51,16 @@ def _answer(decision: hooks.Decision) -> HttpResponse:
     return response
 
 
+def _form(request: HttpRequest) -> Mapping[str, str]:
+    """The callback's form fields, as ``request.POST`` gives them (last value of a repeated field, the
+    same size and field-count limits), without building a QueryDict for nginx-rtmp's dozen short fields."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return request.POST  # multipart (parsed or refused by Django), or nothing
+    text = request.body.decode("utf-8", "replace")  # RequestDataTooBig beyond DATA_UPLOAD_MAX_MEMORY_SIZE
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return dict(parse_qsl(text, keep_blank_values=True, errors="replace", max_num_fields=limit))
+
+
 def callback_response(request: HttpRequest, server_id: int, event: str) -> HttpResponse:
     """``POST /hooks/nginx-rtmp/<server-id>/<event>?secret=…``: allow (2xx), rename (302) or refuse (403)."""
     if request.method != "POST":
@@ -55,19 +69,21 @@ def callback_response(request: HttpRequest, server_id: int, event: str) -> HttpR
         return HttpResponse("unknown event\n", status=404, content_type="text/plain")
     source = client_ip(request)
     try:
-        callback = hooks.Callback.from_form(event, request.POST)
+        callback = hooks.Callback.from_form(event, _form(request))
     except Exception:  # an unparsable or oversized body
         log.warning("unreadable %s callback for server %s from %s", event, server_id, source)
         return HttpResponse("bad callback body\n", status=400, content_type="text/plain")
     try:
-        server = hotpath.load_server(server_id)
+        digest = hooks.publish_digest(callback)
+        context = hotpath.load_publish_context(server_id, digest, callback.client_id) if digest else None
+        server = context.server if context else hotpath.load_server(server_id)
         if server is None or not server.hook_secret_matches(request.GET.get("secret", "")):
             log.warning("refused %s callback: bad server %s or secret, from %s", event, server_id, source)
             return HttpResponse("forbidden\n", status=403, content_type="text/plain")
         if not server.hook_source_allowed(source):
             log.warning("refused %s callback for %s: source %s not allowed", event, server.name, source)
             return HttpResponse("forbidden\n", status=403, content_type="text/plain")
-        return _answer(hooks.handle(server, callback))
+        return _answer(hooks.handle(server, callback, context=context))
     except DatabaseError as exc:
         decision = hooks.decide_without_database(callback, server_id, request.GET.get("fail_open") == "1")
         log.error("database unavailable for %s callback (server %s): %s -> %s", event, server_id, exc, decision.status)
@@ -102,6 +118,9 @@ class CallbackApplication:
         self.xframe = XFrameOptionsMiddleware(_unused_get_response)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if "REQUEST_METHOD" not in environ:  # uWSGI passes on a request line it could not parse
+            start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(MALFORMED)))])
+            return [MALFORMED]
         match = CALLBACK_PATH.fullmatch(environ.get("PATH_INFO", ""))
         if match is None:
             return self.django_application(environ, start_response)

@@ -41,4 +41,4 @@ cp deploy/systemd/tally-*.service /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now postgresql redis-server tally-web tally-ws tally-worker tally-beat
 systemctl restart tally-web tally-ws tally-worker tally-beat
-echo "Tally: HTTP on :8000 (gunicorn), websockets on 127.0.0.1:8001 (daphne); deploy/nginx-console.conf is a TLS front."
+echo "Tally: HTTP on :8000 (uWSGI), websockets on 127.0.0.1:8001 (daphne); deploy/nginx-console.conf is a TLS front."

@@ -70,6 +70,7 @@ class StreamKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg
     server = serializers.IntegerField(source="application.server_id", read_only=True)
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)  # type: ignore[assignment]
     revoked_by = serializers.CharField(source="revoked_by.username", read_only=True, default=None)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = StreamKey

@@ -107,6 +107,7 @@ class StreamKeyViewSet(
     def get_queryset(self) -> QuerySet[StreamKey]:
         return (
             StreamKey.objects.visible_to(self.request.user)
+            .with_last_used()
             .select_related("application__server", "created_by", "revoked_by")
             .order_by("application_id", "public_name")
         )

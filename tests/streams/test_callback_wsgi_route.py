@@ -1,4 +1,4 @@
-"""The WSGI route gunicorn serves (console.wsgi): nginx-rtmp callbacks skip Django's middleware and URL
+"""The WSGI route uWSGI serves (console.wsgi): nginx-rtmp callbacks skip Django's middleware and URL
 resolver, yet every answer (status, body, headers) is the one the Django view gives through the full
 stack, and nothing a client sends turns into a 500."""
 
@@ -160,10 +160,10 @@ def test_request_signals_are_sent_once_each(app):
 
 
 def test_an_unexpected_error_is_answered_and_logged_like_django(app, monkeypatch, caplog):
-    def broken(server_id):
+    def broken(*args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(hotpath, "load_server", broken)
+    monkeypatch.setattr(hotpath, "load_publish_context", broken)
     status, _, content = call_wsgi("POST", f"/hooks/nginx-rtmp/{app.server.pk}/publish", "secret=x",
                                    publish_body(name="x"))  # fmt: skip
     assert status == 500 and content == b'{"detail": "Server error."}'

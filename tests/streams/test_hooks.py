@@ -1,10 +1,12 @@
 """The callback endpoint and the publish decision, driven with the exact fields nginx-rtmp sends
 (see tests/fixtures/nginx_rtmp/callbacks.txt). Real nginx runs in test_publish_control.py."""
 
+import threading
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -92,6 +94,42 @@ def test_concurrent_publisher_limit(app):
     callback(app.server, "disconnect", clientid="2")
     first.refresh_from_db()
     assert first.is_live
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_publishes_never_exceed_the_limit():
+    """Simultaneous publishes of one key race for its publisher places: the unique (key, place) index
+    among open sessions lets exactly max_publishers of them in, and the rest get a clean 403."""
+    app = factories.make_application(factories.make_server())
+    issued = factories.issue_key(app, max_publishers=2)
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def publish(client_id: int) -> None:
+        try:
+            start.wait()
+            statuses.append(callback(app.server, "publish", name=issued.secret, clientid=str(client_id)).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [302, 302] + [403] * 6
+    assert sorted(PublishSession.objects.filter(ended__isnull=True).values_list("publisher_slot", flat=True)) == [0, 1]
+    assert set(PublishReject.objects.values_list("reason", flat=True)) == {"too_many_publishers"}
+
+
+def test_a_freed_publisher_place_is_taken_again(app):
+    issued = factories.issue_key(app, max_publishers=2)
+    for client_id in ("1", "2"):
+        assert callback(app.server, "publish", name=issued.secret, clientid=client_id).status_code == 302
+    callback(app.server, "publish_done", name=issued.secret, clientid="1")
+    assert callback(app.server, "publish", name=issued.secret, clientid="3").status_code == 302
+    open_places = dict(PublishSession.objects.filter(ended__isnull=True).values_list("client_id", "publisher_slot"))
+    assert open_places == {"2": 1, "3": 0}
 
 
 def test_sessions_close_by_client_id_not_by_name(app):
