@@ -208,9 +208,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 HEARTBEAT_INTERVAL_S = env_int("TALLY_HEARTBEAT_INTERVAL_S", 30)
 POLL_INTERVAL_S = env_int("TALLY_POLL_INTERVAL_S", 5)
+POLL_CONCURRENCY = env_int("TALLY_POLL_CONCURRENCY", 200)  # servers polled at once by one worker
+HEALTH_DOWN_AFTER = env_int("TALLY_HEALTH_DOWN_AFTER", 3)  # failed polls in a row: degraded, then down
+HEALTH_UP_AFTER = env_int("TALLY_HEALTH_UP_AFTER", 2)  # good polls in a row to be up again after down
+RELOAD_GRACE_S = env_int("TALLY_RELOAD_GRACE_S", 30)  # a stream with an open callback session may be absent
+HISTORY_SAMPLES_HOURS = env_int("TALLY_HISTORY_SAMPLES_HOURS", 48)
+HISTORY_ROLLUP_DAYS = env_int("TALLY_HISTORY_ROLLUP_DAYS", 90)
 CELERY_BEAT_SCHEDULE = {
     "console.heartbeat": {"task": "console.heartbeat", "schedule": float(HEARTBEAT_INTERVAL_S)},
     "monitoring.poll_all": {"task": "monitoring.poll_all", "schedule": float(POLL_INTERVAL_S)},
+    "monitoring.roll_up": {"task": "monitoring.roll_up", "schedule": 60.0},
+    "monitoring.prune": {"task": "monitoring.prune", "schedule": 3600.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -295,5 +303,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # httpx logs every request at INFO: one line per server per poll.
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }

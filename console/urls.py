@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from console import api_views, views
 
 api_v1 = [
+    path("", include("monitoring.api")),  # before streams: servers/<id>/status/ and history/
     path("", include("streams.api.urls")),
     path("", include(api_views.urlpatterns)),
 ]
@@ -16,6 +17,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("healthz", views.healthz, name="healthz"),
+    path("", include("monitoring.urls")),  # /metrics
     path("hooks/", include("streams.urls")),
     path("", include("frontend.urls")),
 ]

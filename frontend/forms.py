@@ -29,14 +29,19 @@ class ServerForm(forms.ModelForm):  # type: ignore[type-arg]
     class Meta:
         model = Server
         fields = [
-            "name", "kind", "role", "host", "rtmp_port", "enabled", "stat_url", "control_url",
+            "name", "kind", "role", "host", "rtmp_port", "enabled", "poll_interval_s", "stat_url", "control_url",
             "wowza_api_url", "wowza_auth", "notes",
         ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["tags_text"].initial = ", ".join(self.instance.tags or [])
+        self.fields["poll_interval_s"].required = False  # blank: the default
         self._stored = (self.instance.wowza_username, self.instance.wowza_password)
+
+    def clean_poll_interval_s(self) -> int:
+        value = self.cleaned_data.get("poll_interval_s")
+        return int(value) if value is not None else int(Server._meta.get_field("poll_interval_s").get_default())
 
     def clean_tags_text(self) -> list[str]:
         tags = [t.strip() for t in self.cleaned_data["tags_text"].split(",") if t.strip()]

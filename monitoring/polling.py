@@ -1,26 +1,98 @@
-"""Polling servers into snapshots, and what a snapshot updates right away.
-
-This first version polls one server at a time; each poll is bounded by the poller's timeout, and one
-bad server only ever yields an unreachable snapshot. It keeps publish sessions' byte counts current
-(nginx-rtmp's publish_done callback carries none), matched by server + nginx client id.
-"""
+"""Poll cycles: which servers are due, poll them all at once (``monitoring.fanout``), apply the results
+(``monitoring.state``). Celery beat runs ``poll_due`` every TALLY_POLL_INTERVAL_S; the embedded default
+runs the same task on its in-process timer."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from monitoring import fanout, state
+from monitoring.models import ServerStatus
 from monitoring.pollers import PollError, get_poller
 from monitoring.snapshots import ServerSnapshot
-from streams.models import PublishSession, Server
+from streams.models import Server
 
 log = logging.getLogger(__name__)
+POLL_LOCK = 0x7A11_0001  # advisory lock key of the poll cycle
+
+
+def pollable_servers() -> QuerySet[Server]:
+    """Enabled servers that have something to poll: nginx-rtmp origins and edges with a stat URL, Wowza."""
+    return Server.objects.filter(enabled=True).filter(
+        (Q(kind=Server.Kind.NGINX_RTMP) & ~Q(role=Server.Role.PROXY) & ~Q(stat_url=""))
+        | (Q(kind=Server.Kind.WOWZA) & ~Q(wowza_api_url=""))
+    )
+
+
+def due_servers(now: datetime) -> list[Server]:
+    """Pollable servers whose own interval has passed since their last poll (half a beat early counts: the
+    beat and the poll itself take time)."""
+    last = dict(ServerStatus.objects.filter(last_poll_at__isnull=False).values_list("server_id", "last_poll_at"))
+    slack = timedelta(seconds=settings.POLL_INTERVAL_S / 2)
+
+    def due(server: Server) -> bool:
+        polled = last.get(server.pk)
+        return polled is None or polled + timedelta(seconds=server.poll_interval_s) - slack <= now
+
+    return [server for server in pollable_servers() if due(server)]
+
+
+def poll_cycle(servers: Sequence[Server], now: datetime | None = None) -> state.CycleOutcome:
+    """Poll ``servers`` concurrently and apply what they answered."""
+    now = now or timezone.now()
+    started = time.monotonic()
+    results = fanout.poll_many(servers)
+    outcome = state.apply_cycle([(r.server_id, r.snapshot, r.duration_ms) for r in results], now)
+    log.info(
+        "polled %d servers (%d answered) in %.2f s", outcome.servers, outcome.reachable, time.monotonic() - started
+    )
+    return outcome
+
+
+@contextlib.contextmanager
+def exclusive_cycle() -> Iterator[bool]:
+    """True when no other process is running a poll cycle (a PostgreSQL advisory lock, held for the
+    cycle): a cycle longer than the beat must not have a second worker poll the same servers."""
+    if connection.vendor != "postgresql":
+        yield True  # the embedded default: one in-process timer
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [POLL_LOCK])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [POLL_LOCK])
+
+
+def poll_due(now: datetime | None = None) -> state.CycleOutcome | None:
+    """One cycle over the servers that are due; None when another cycle is still running."""
+    with exclusive_cycle() as acquired:
+        if not acquired:
+            log.warning("skipped a poll cycle: the previous one is still running")
+            return None
+        now = now or timezone.now()
+        return poll_cycle(due_servers(now), now)
+
+
+def poll_all() -> int:
+    """Poll every pollable server now; returns how many answered."""
+    return poll_cycle(list(pollable_servers())).reachable
 
 
 def poll_server(server: Server) -> ServerSnapshot:
-    """Fetch and parse one server's status. Never raises: failures become ``reachable=False``."""
+    """Fetch and parse one server's status now, without applying it. Never raises."""
     taken_at = timezone.now()
     try:
         poller = get_poller(server.kind)
@@ -28,32 +100,3 @@ def poll_server(server: Server) -> ServerSnapshot:
     except PollError as exc:
         return ServerSnapshot.unreachable(server.pk, taken_at, str(exc))
     return poller.parse(raw, taken_at, server.pk)
-
-
-def record_session_bytes(snapshot: ServerSnapshot) -> int:
-    """Store each live publisher's byte count on its open session; returns how many were updated."""
-    updated = 0
-    if snapshot.server_id is None:
-        return 0
-    for stream in snapshot.streams:
-        if stream.publisher_client_id and stream.bytes_in is not None:
-            updated += PublishSession.objects.filter(
-                server_id=snapshot.server_id, client_id=stream.publisher_client_id, ended__isnull=True
-            ).update(bytes_in=stream.bytes_in)
-    return updated
-
-
-def poll_all() -> int:
-    """Poll every enabled nginx-rtmp origin or edge once; returns how many answered."""
-    servers = Server.objects.filter(enabled=True, kind=Server.Kind.NGINX_RTMP).exclude(
-        Q(role=Server.Role.PROXY) | Q(stat_url="")
-    )
-    answered = 0
-    for server in servers:
-        snapshot = poll_server(server)
-        if snapshot.reachable:
-            answered += 1
-            record_session_bytes(snapshot)
-        else:
-            log.info("poll of %s failed: %s", server.name, snapshot.error)
-    return answered

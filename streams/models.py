@@ -69,6 +69,10 @@ class Server(models.Model):
     host = models.CharField(max_length=253, validators=[validators.validate_host])
     rtmp_port = models.PositiveIntegerField(default=1935, validators=[MinValueValidator(1), MaxValueValidator(65535)])
     enabled = models.BooleanField(default=True)
+    # Seconds between polls of this server (the beat checks every TALLY_POLL_INTERVAL_S).
+    poll_interval_s = models.PositiveIntegerField(
+        "poll interval (s)", default=5, validators=[MinValueValidator(1), MaxValueValidator(3600)]
+    )
     tags = models.JSONField(default=list, blank=True, validators=[validators.validate_tags])
     notes = models.TextField(blank=True, max_length=5000)
     # nginx-rtmp endpoints.

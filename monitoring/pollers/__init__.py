@@ -1,6 +1,6 @@
 """Pollers: one small interface, one module per server kind, and a registry keyed by ``Server.kind``.
 
-``fetch`` does the I/O (through ``console.http``) and ``parse`` is pure, so parsers are tested on
+``fetch``/``afetch`` do the I/O (through ``console.http``) and ``parse`` is pure, so parsers are tested on
 captured fixtures. Both produce or feed the one normalized type, ``monitoring.snapshots.ServerSnapshot``.
 """
 
@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Protocol
 from monitoring.snapshots import ServerSnapshot
 
 if TYPE_CHECKING:
+    import httpx
+
     from streams.models import Server
+
+MAX_CALLS_IN_FLIGHT = 4
+"""At most this many requests of one ``afetch`` are in flight at once; callers size connection pools by it."""
 
 
 class PollError(Exception):
@@ -26,10 +31,23 @@ class PollError(Exception):
 
 
 class Poller(Protocol):
-    """What every server kind implements: I/O in ``fetch``, pure normalization in ``parse``."""
+    """What every server kind implements: I/O in ``fetch``/``afetch``, pure normalization in ``parse``.
+
+    ``afetch`` is the one used for polling (``monitoring.fanout``: many servers on one event loop and
+    one client); ``fetch`` is its blocking twin for one-off polls. Both return the same bytes and keep
+    every request's timeout and size cap.
+    """
 
     def fetch(self, server: Server) -> bytes:
         """Return the raw status document of ``server``; raise ``PollError`` on any failure."""
+        ...
+
+    async def afetch(self, server: Server, client: httpx.AsyncClient) -> bytes:
+        """``fetch`` on the caller's event loop, through ``client`` (from ``console.http.make_async_client``).
+
+        Must not touch the database: ``server`` is a loaded instance. At most ``MAX_CALLS_IN_FLIGHT``
+        requests at once.
+        """
         ...
 
     def parse(self, raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:

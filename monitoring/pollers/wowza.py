@@ -1,6 +1,6 @@
 """Wowza Streaming Engine poller: gather the REST monitoring calls into one bundle, then normalize it.
 
-WSE has no single status document like nginx-rtmp's ``/stat``, so ``fetch`` makes the calls of
+WSE has no single status document like nginx-rtmp's ``/stat``, so ``afetch`` (and ``fetch``) makes the calls of
 ../shared/contracts/wowza/README.md §(a) (``B`` = ``/v2/servers/_defaultServer_/vhosts/_defaultVHost_``):
 
 - ``GET /v2/servers/_defaultServer_/status`` (liveness, version, ``timeRunning``, ``currentConnections``),
@@ -22,15 +22,19 @@ per-stream call means the application or stream went away during the poll and is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
+import httpx
+
 from console import http
-from monitoring.pollers import PollError
+from monitoring.pollers import MAX_CALLS_IN_FLIGHT, PollError
 from monitoring.snapshots import ServerSnapshot, StreamSnapshot
 
 if TYPE_CHECKING:
@@ -77,40 +81,36 @@ class WowzaPoller:
         self.max_response_bytes = max_response_bytes
 
     def fetch(self, server: Server) -> bytes:
-        """Return the poll bundle (JSON bytes); raise ``PollError`` (permanent for 401/404 and bad config)."""
+        """Return the poll bundle (JSON bytes); raise ``PollError`` (permanent for 401/404 and bad config).
+
+        The blocking twin of ``afetch``, on an event loop and a client of its own: do not call it from a
+        running event loop.
+        """
+
+        async def fetch_with_own_client() -> bytes:
+            async with http.make_async_client() as client:
+                return await self.afetch(server, client)
+
+        return asyncio.run(fetch_with_own_client())
+
+    async def afetch(self, server: Server, client: httpx.AsyncClient) -> bytes:
+        """``fetch`` through the caller's async client. The server status comes first (it checks the
+        credentials and takes digest's challenge); the other calls then run up to ``MAX_CALLS_IN_FLIGHT`` at
+        once, or one at a time with digest auth: concurrent requests reach the server with their nonce counts
+        out of order, which RFC 7616 lets it refuse as replays (tests/wowza_standin.py does).
+        """
         if not server.wowza_api_url:
             raise PollError("no Wowza REST API URL configured", permanent=True)
         try:
             auth = http.build_auth(server.wowza_auth, server.wowza_username, server.wowza_password)
         except ValueError as exc:
             raise PollError(str(exc), permanent=True) from exc
-        calls = _Calls(self, server.wowza_api_url.rstrip("/"), auth, server.wowza_auth)
-        bundle: _Doc = {
-            "format": BUNDLE_FORMAT,
-            "server_status": calls.get(_STATUS_PATH, "server status"),
-            "machine": calls.get(_MACHINE_PATH, "machine statistics", missing_ok=True),
-            "applications": calls.get(f"{_VHOST_PATH}/applications", "application list"),
-        }
-        apps = []
-        for app in _list_ids(bundle["applications"], "applications", "id"):
-            app_path = f"{_VHOST_PATH}/applications/{_segment(app)}"
-            instances = calls.get(f"{app_path}/instances", f"instances of {app!r}", missing_ok=True)
-            streams = [
-                {
-                    "instance": instance,
-                    "name": name,
-                    "monitoring": calls.get(
-                        f"{app_path}/instances/{_segment(instance)}/incomingstreams/{_segment(name)}"
-                        "/monitoring/current",
-                        f"statistics of stream {name!r}",
-                        missing_ok=True,
-                    ),
-                }
-                for instance, name in _incoming_streams(instances)
-            ]
-            monitoring = calls.get(f"{app_path}/monitoring/current", f"statistics of {app!r}", missing_ok=True)
-            apps.append({"id": app, "monitoring": monitoring, "instances": instances, "streams": streams})
-        bundle["apps"] = apps
+        calls = _Calls(self, server.wowza_api_url.rstrip("/"), auth, server.wowza_auth, client)
+        try:
+            async with asyncio.timeout(self.poll_budget_s):
+                bundle = await _fetch_bundle(calls)
+        except TimeoutError:
+            raise PollError(f"poll took longer than {self.poll_budget_s:g} s") from None
         return json.dumps(bundle, separators=(",", ":")).encode()
 
     def parse(self, raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:
@@ -118,35 +118,92 @@ class WowzaPoller:
         return parse_bundle(raw, taken_at, server_id)
 
 
-class _Calls:
-    """The GETs of one poll: shared auth and headers, a per-call timeout within the poll's budget."""
+async def _fetch_bundle(calls: _Calls) -> _Doc:
+    """Make the calls of one poll and return the bundle (``BUNDLE_FORMAT``), bodies undecoded."""
+    status = await calls.get(_STATUS_PATH, "server status")
+    machine, applications = await calls.all(
+        calls.get(_MACHINE_PATH, "machine statistics", missing_ok=True),
+        calls.get(f"{_VHOST_PATH}/applications", "application list"),
+    )
+    apps = await calls.all(*(_fetch_app(calls, app) for app in _list_ids(applications, "applications", "id")))
+    return {
+        "format": BUNDLE_FORMAT,
+        "server_status": status,
+        "machine": machine,
+        "applications": applications,
+        "apps": apps,
+    }
 
-    def __init__(self, poller: WowzaPoller, base_url: str, auth: http.Auth, auth_method: str) -> None:
+
+async def _fetch_app(calls: _Calls, app: str) -> _Doc:
+    """The calls of one application: its instances and statistics, then each incoming stream's statistics."""
+    app_path = f"{_VHOST_PATH}/applications/{_segment(app)}"
+    instances, monitoring = await calls.all(
+        calls.get(f"{app_path}/instances", f"instances of {app!r}", missing_ok=True),
+        calls.get(f"{app_path}/monitoring/current", f"statistics of {app!r}", missing_ok=True),
+    )
+    pairs = _incoming_streams(instances)
+    stats = await calls.all(
+        *(
+            calls.get(
+                f"{app_path}/instances/{_segment(instance)}/incomingstreams/{_segment(name)}/monitoring/current",
+                f"statistics of stream {name!r}",
+                missing_ok=True,
+            )
+            for instance, name in pairs
+        )
+    )
+    streams = [
+        {"instance": instance, "name": name, "monitoring": entry}
+        for (instance, name), entry in zip(pairs, stats, strict=True)
+    ]
+    return {"id": app, "monitoring": monitoring, "instances": instances, "streams": streams}
+
+
+class _Calls:
+    """The GETs of one poll: shared client, auth and headers, a per-call timeout within the poll's budget."""
+
+    def __init__(
+        self, poller: WowzaPoller, base_url: str, auth: http.Auth, auth_method: str, client: httpx.AsyncClient
+    ) -> None:
         self.poller = poller
         self.base_url = base_url
         self.auth = auth
         self.auth_method = auth_method
+        self.client = client
         self.deadline = time.monotonic() + poller.poll_budget_s
+        self.slots = asyncio.Semaphore(1 if isinstance(auth, httpx.DigestAuth) else MAX_CALLS_IN_FLIGHT)
 
-    def get(self, path: str, what: str, *, missing_ok: bool = False) -> _Doc:
+    async def get(self, path: str, what: str, *, missing_ok: bool = False) -> _Doc:
         """Return ``{"status", "body"}`` for ``path``; a 404 too when ``missing_ok``, else raise ``PollError``."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise PollError(f"poll took longer than {self.poller.poll_budget_s:g} s (stopped before {what})")
-        timeout_s = min(self.poller.call_timeout_s, remaining)
-        try:
-            body = http.get_bytes(
-                self.base_url + path,
-                timeout_s=timeout_s,
-                max_bytes=self.poller.max_response_bytes,
-                auth=self.auth,
-                headers=JSON_HEADERS,
-            )
-        except http.HttpError as exc:
-            if missing_ok and exc.status == 404:
-                return {"status": 404, "body": ""}
-            raise PollError(self._reason(exc, what), permanent=exc.permanent) from exc
+        async with self.slots:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise PollError(f"poll took longer than {self.poller.poll_budget_s:g} s (stopped before {what})")
+            try:
+                body = await http.aget_bytes(
+                    self.base_url + path,
+                    timeout_s=min(self.poller.call_timeout_s, remaining),
+                    max_bytes=self.poller.max_response_bytes,
+                    auth=self.auth,
+                    headers=JSON_HEADERS,
+                    client=self.client,
+                )
+            except http.HttpError as exc:
+                if missing_ok and exc.status == 404:
+                    return {"status": 404, "body": ""}
+                raise PollError(self._reason(exc, what), permanent=exc.permanent) from exc
         return {"status": 200, "body": body.decode("utf-8", errors="replace")}
+
+    @staticmethod
+    async def all(*calls: Awaitable[_Doc]) -> list[_Doc]:
+        """Await ``calls`` together; on failure raise the first one's error in call order, not in time order,
+        so the reason a poll gives does not depend on which answer came back first."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return cast(list[_Doc], results)
 
     def _reason(self, exc: http.HttpError, what: str) -> str:
         """A human reason for a failed call; never the URL's credentials (only the path is known here)."""

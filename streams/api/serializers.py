@@ -26,7 +26,7 @@ class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # t
     class Meta:
         model = Server
         fields = [
-            "id", "name", "kind", "role", "host", "rtmp_port", "enabled", "tags", "notes",
+            "id", "name", "kind", "role", "host", "rtmp_port", "enabled", "poll_interval_s", "tags", "notes",
             "stat_url", "control_url", "wowza_api_url", "wowza_username", "wowza_password", "wowza_auth",
             "has_wowza_credentials", "hook_allowed_cidrs", "created", "updated",
         ]  # fmt: skip

@@ -7,9 +7,11 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -39,6 +41,26 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def serve_file(path):
+    """A loopback HTTP server answering every GET with the file (an nginx-rtmp /stat stand-in)."""
+    body = path.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def http(url, *, token=None, data=None):
     request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None)
     if token:
@@ -64,11 +86,13 @@ def callback(port, server_id, hook_secret, name, client_id):
 def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
     """The only SQLite test: no variables set except a scratch var dir. It also drives the publish
     callback, whose hot path has SQLite-specific statements."""
-    env = clean_env(TALLY_VAR_DIR=str(tmp_path), TALLY_ADMIN_PASSWORD="smoke-test-pass", TALLY_HEARTBEAT_INTERVAL_S="1")
+    env = clean_env(TALLY_VAR_DIR=str(tmp_path), TALLY_ADMIN_PASSWORD="smoke-test-pass", TALLY_HEARTBEAT_INTERVAL_S="1",
+                    TALLY_POLL_INTERVAL_S="1")  # fmt: skip
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert (tmp_path / "tally.sqlite3").exists()
     assert "Log in as 'admin'" in manage("bootstrap_admin", env=env).stdout
     token = manage("create_api_token", "--user", "admin", "--name", "smoke", "--role", "admin", env=env).stdout.strip()
+    stat_server = serve_file(ROOT / "tests" / "fixtures" / "nginx_rtmp" / "stat-one-publisher.xml")
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
@@ -87,8 +111,9 @@ def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
         assert status == 200 and "Log in to Tally" in body
         status, body = http(f"{base}/api/v1/servers/", token=token)
         assert status == 200 and json.loads(body)["count"] == 0
+        stat_url = f"http://127.0.0.1:{stat_server.server_port}/stat"
         status, body = http(f"{base}/api/v1/servers/", token=token,
-                            data={"name": "o1", "host": "127.0.0.1", "stat_url": "http://127.0.0.1:8080/stat"})  # fmt: skip
+                            data={"name": "o1", "host": "127.0.0.1", "stat_url": stat_url, "poll_interval_s": 1})  # fmt: skip
         assert status == 201
         # The publish callback's SQLite statements (the rest of the suite runs them on PostgreSQL).
         server_id = json.loads(body)["id"]
@@ -104,13 +129,19 @@ def test_embedded_default_migrates_serves_login_and_answers_api(tmp_path):
         assert callback(port, server_id, hook_secret, secret, "1") == (302, "cam")  # repeated: same answer
         assert callback(port, server_id, hook_secret, secret, "2")[0] == 403  # one publisher per key
         assert callback(port, server_id, hook_secret, "wrong", "3")[0] == 403
-        # No broker: the in-process timer runs the periodic work.
-        deadline = time.monotonic() + 20
-        while "in-process" not in json.loads(http(f"{base}/healthz")[1])["background_last_beat_s"]:
-            assert time.monotonic() < deadline, "in-process background work did not run"
+        # No broker: the in-process timer runs the periodic work, polling included (its SQLite statements).
+        deadline = time.monotonic() + 30
+        while not (live := json.loads(http(f"{base}/api/v1/streams/?live=true", token=token)[1])["results"]):
+            assert time.monotonic() < deadline, "the in-process poll did not run"
+            time.sleep(0.3)
+        assert [(s["name"], s["health"]) for s in live] == [("stream1", "up")]
+        assert "in-process" in json.loads(http(f"{base}/healthz")[1])["background_last_beat_s"]
+        while len(json.loads(http(f"{base}/api/v1/streams/{live[0]['id']}/history/", token=token)[1])["points"]) < 2:
+            assert time.monotonic() < deadline, "no history"
             time.sleep(0.3)
     finally:
         terminate(server)
+        stat_server.shutdown()
 
 
 def production_env(**extra):

@@ -267,6 +267,18 @@ def test_the_poll_budget_bounds_a_long_series_of_calls(wowza_standin: WowzaStand
     assert "poll took longer than 0.5 s" in snapshot.error or "timed out" in snapshot.error
 
 
+def test_digest_is_challenged_once_per_poll(wowza_standin: WowzaStandin) -> None:  # noqa: F811
+    """Digest calls go one at a time: the stand-in refuses a nonce count that arrives out of order."""
+    for app in ("live", "events"):
+        for index in range(3):
+            wowza_standin.add_stream(app, f"{app}{index}", "192.0.2.10")
+    wowza_standin.clear_exchanges()
+    snapshot = poll(make_server(wowza_standin))
+    assert len(snapshot.streams) == 6 and all(stream.bitrate_in_kbps for stream in snapshot.streams)
+    statuses = [exchange.status for exchange in wowza_standin.exchanges]
+    assert statuses[0] == 401 and set(statuses[1:]) == {200}, statuses
+
+
 # --- parse on bundles built by hand ------------------------------------------------------------------
 
 
