@@ -42,6 +42,7 @@ from streams.models import PublishSession
 log = logging.getLogger(__name__)
 
 WORKER_PIDS_KEPT = 6
+MAX_UPTIME_S = 10 * 365 * 86400.0
 # A stream figure must move this much (relative) before a poll pushes it again.
 BITRATE_CHANGE = 0.10
 PUSHED_FIELDS = ("bitrate_in_kbps", "bitrate_out_kbps", "viewers", "fps", "width", "height", "video_codec",
@@ -69,6 +70,26 @@ def next_health(status: ServerStatus, reachable: bool) -> str:
     if status.consecutive_failures >= settings.HEALTH_DOWN_AFTER:
         return Health.DOWN
     return Health.DOWN if current == Health.DOWN else Health.DEGRADED
+
+
+def storable(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string: PostgreSQL text and jsonb refuse them,
+    and a server's answer (a Wowza stream name, say) may carry one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
+
+
+def _app(text: str) -> str:
+    return storable(text)[: Stream._meta.get_field("app").max_length]
+
+
+def _name(text: str) -> str:
+    return storable(text)[: Stream._meta.get_field("name").max_length]
 
 
 def multi_worker_warning(pids: Sequence[int]) -> str:
@@ -118,7 +139,7 @@ class _Cycle:
         self.outcome = CycleOutcome(servers=len(results))
         server_ids = [server_id for server_id, _, _ in results]
         self.statuses = {s.server_id: s for s in ServerStatus.objects.filter(server_id__in=server_ids)}
-        names = {stream.name for _, snapshot, _ in results for stream in snapshot.streams}
+        names = {_name(stream.name) for _, snapshot, _ in results for stream in snapshot.streams}
         self.streams: dict[tuple[int, str, str], Stream] = {
             (s.server_id, s.app, s.name): s
             for s in Stream.objects.filter(server_id__in=server_ids).filter(Q(live=True) | Q(name__in=names))
@@ -128,6 +149,13 @@ class _Cycle:
                 "server_id", "app_name", "public_name", "client_id", "last_update_at", "started", "id", "bytes_in"
             )
         )
+        self.sessions_of: dict[int, list[tuple[Any, ...]]] = {}
+        for row in self.open_sessions:
+            self.sessions_of.setdefault(row[0], []).append(row)
+        self.live_of: dict[int, list[Stream]] = {}
+        for stream in self.streams.values():
+            if stream.live:
+                self.live_of.setdefault(stream.server_id, []).append(stream)
         self.new_statuses: list[ServerStatus] = []
         self.new_streams: list[Stream] = []
         self.changed_streams: list[Stream] = []
@@ -155,7 +183,7 @@ class _Cycle:
         return self.outcome
 
     def _write(self) -> None:
-        errors = {server_id: snapshot.error[:300] for server_id, snapshot, _ in self.results}
+        errors = {server_id: storable(snapshot.error)[:300] for server_id, snapshot, _ in self.results}
         with transaction.atomic():
             ServerStatus.objects.bulk_create(self.new_statuses)
             ServerStatus.objects.bulk_update(
@@ -189,7 +217,7 @@ class _Cycle:
             status.consecutive_failures = 0
             status.last_ok_at = now
             status.last_error = ""
-            status.snapshot = snapshot.to_json()
+            status.snapshot = storable(snapshot.to_json())
             if snapshot.worker_pid is not None:
                 status.recent_worker_pids = [*status.recent_worker_pids, snapshot.worker_pid][-WORKER_PIDS_KEPT:]
             status.warning = multi_worker_warning(status.recent_worker_pids)
@@ -197,7 +225,7 @@ class _Cycle:
             status.consecutive_failures += 1
             status.consecutive_successes = 0
             status.poll_errors_total += 1
-            status.last_error = snapshot.error[:300]
+            status.last_error = storable(snapshot.error)[:300]
         health = next_health(status, snapshot.reachable)
         server_group = live.server_group(status.server_id)
         if health != status.health:
@@ -217,40 +245,42 @@ class _Cycle:
 
     def _streams(self, server_id: int, snapshot: ServerSnapshot) -> None:
         now = self.now
-        sessions = [row for row in self.open_sessions if row[0] == server_id]
+        sessions = self.sessions_of.get(server_id, [])
         open_clients = {row[3] for row in sessions}
         grace_from = now - timedelta(seconds=settings.RELOAD_GRACE_S)
         heard = {(row[1], row[2]) for row in sessions if (row[4] or row[5]) >= grace_from}
         seen: set[tuple[str, str]] = set()
         changes_pushed: list[dict[str, Any]] = []
         for snap in snapshot.streams:
-            if not snap.publishing or (snap.app, snap.name) in seen:
+            app, name = _app(snap.app), _name(snap.name)
+            if not snap.publishing or (app, name) in seen:
                 continue
-            seen.add((snap.app, snap.name))
-            stream = self.streams.get((server_id, snap.app, snap.name))
+            seen.add((app, name))
+            stream = self.streams.get((server_id, app, name))
             if stream is None:
-                stream = Stream(server_id=server_id, app=snap.app, name=snap.name, first_seen=now, last_seen=now)
-                self.streams[(server_id, snap.app, snap.name)] = stream
+                stream = Stream(server_id=server_id, app=app, name=name, first_seen=now, last_seen=now)
+                self.streams[(server_id, app, name)] = stream
                 self.new_streams.append(stream)
             self.changed_streams.append(stream)
             changes = _changed(stream.latest if stream.live else None, snap)
-            stream.latest = snap.to_json()
+            stream.latest = storable(snap.to_json())
             stream.last_seen = now
             stream.missing_since = None
             self.stream_samples.append((stream, snap))
             if not stream.live:
                 stream.live = True
-                stream.live_since = now - timedelta(seconds=snap.uptime_s or 0)
-                payload = {"server": server_id, "app": snap.app, "name": snap.name, "source": "poll",
-                           **{name: getattr(snap, name) for name in PUSHED_FIELDS}}  # fmt: skip
+                uptime = min(max(snap.uptime_s or 0.0, 0.0), MAX_UPTIME_S)  # a nonsense uptime must not overflow
+                stream.live_since = now - timedelta(seconds=uptime)
+                payload = {"server": server_id, "app": app, "name": name, "source": "poll",
+                           **{field: stream.latest.get(field) for field in PUSHED_FIELDS}}  # fmt: skip
                 announced = snap.publisher_client_id in open_clients
                 self.stream_messages.append((stream, "stream.started", payload, not announced))
                 self.started.append(stream)
             elif changes:
                 changes_pushed.append({"stream": stream.pk, **changes})
                 self.stream_messages.append((stream, "stream.update", {"server": server_id, **changes}, False))
-        for key, stream in self.streams.items():
-            if key[0] != server_id or not stream.live or (stream.app, stream.name) in seen:
+        for stream in self.live_of.get(server_id, []):
+            if (stream.app, stream.name) in seen:
                 continue
             self.changed_streams.append(stream)
             if (stream.app, stream.name) in heard:  # callbacks say it goes on: a reload, or another worker
@@ -272,7 +302,7 @@ class _Cycle:
 
 def _server_sample(server_id: int, snapshot: ServerSnapshot, duration_ms: float, now: datetime) -> ServerSample:
     return ServerSample(
-        server_id=server_id, at=now, reachable=snapshot.reachable, connections=snapshot.connections,
+        server_id=server_id, at=now, reachable=snapshot.reachable, connections=_fits(snapshot.connections, 32),
         bandwidth_in_kbps=snapshot.bandwidth_in_kbps, bandwidth_out_kbps=snapshot.bandwidth_out_kbps,
         streams=sum(1 for s in snapshot.streams if s.publishing) if snapshot.reachable else None, poll_ms=duration_ms,
     )  # fmt: skip
@@ -293,8 +323,13 @@ def _stream_messages(stream_messages: list[StreamMessage]) -> list[Message]:
 def _stream_sample(stream: Stream, snap: StreamSnapshot, now: datetime) -> StreamSample:
     return StreamSample(
         stream=stream, at=now, bitrate_in_kbps=snap.bitrate_in_kbps, bitrate_out_kbps=snap.bitrate_out_kbps,
-        viewers=snap.viewers, fps=snap.fps, dropped_frames=snap.dropped_frames,
+        viewers=_fits(snap.viewers, 32), fps=snap.fps, dropped_frames=_fits(snap.dropped_frames, 64),
     )  # fmt: skip
+
+
+def _fits(value: int | None, bits: int) -> int | None:
+    """``value`` if a signed ``bits``-bit column holds it, else None (a server reported nonsense)."""
+    return value if value is None or -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else None
 
 
 def _record_session_bytes(
@@ -307,6 +342,7 @@ def _record_session_bytes(
     for server_id, snapshot, _ in results:
         for stream in snapshot.streams:
             found = by_client.get((server_id, stream.publisher_client_id or ""))
-            if found and stream.bytes_in is not None and stream.bytes_in != found[1]:
-                updates.append(PublishSession(pk=found[0], bytes_in=stream.bytes_in))
+            received = _fits(stream.bytes_in, 64)
+            if found and received is not None and received != found[1]:
+                updates.append(PublishSession(pk=found[0], bytes_in=received))
     PublishSession.objects.bulk_update(updates, ["bytes_in"], batch_size=500)

@@ -148,3 +148,23 @@ def test_one_cycle_many_servers_in_few_queries(django_assert_max_num_queries):
     with django_assert_max_num_queries(20):
         state.apply_cycle(results, at(5))
     assert StreamSample.objects.count() == 200
+
+
+def test_nonsense_from_one_server_is_stored_safely_and_spares_the_others():
+    """A server's answer may carry anything its parser let through: overlong or NUL-bearing names, numbers
+    no column holds, an absurd uptime. The cycle stores what fits and the other servers are unaffected."""
+    hostile, fine = factories.make_server("hostile"), factories.make_server("fine")
+    odd = StreamSnapshot(app="a" * 500, name="cam\x00" + "x" * 10_000, publishing=True, active=True,
+                         viewers=2**40, dropped_frames=2**70, uptime_s=1e300, video_codec="H\x00264",
+                         bytes_in=2**80, publisher_client_id="9")  # fmt: skip
+    snapshot = ServerSnapshot(server_id=hostile.pk, taken_at=at(0), reachable=True, connections=2**45,
+                              version="nginx/\x001.0", streams=(odd,))  # fmt: skip
+    state.apply_cycle([(hostile.pk, snapshot, 1.0), ok(fine, at(0), stream())], at(0))
+    weird = Stream.objects.get(server=hostile)
+    assert weird.live and weird.app == "a" * 64 and weird.name.startswith("camx") and len(weird.name) == 255
+    assert weird.latest["video_codec"] == "H264" and weird.live_since is not None
+    sample = StreamSample.objects.get(stream=weird)
+    assert sample.viewers is None and sample.dropped_frames is None
+    assert ServerSample.objects.get(server=hostile).connections is None
+    assert ServerStatus.objects.get(server=hostile).snapshot["version"] == "nginx/1.0"
+    assert Stream.objects.get(server=fine).live
