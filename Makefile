@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WS_PORT ?= 8001
 
-.PHONY: run test venv system-deps lint fmt typecheck migrations-check pytest bench lock worker beat serve serve-ws clean
+.PHONY: run demo test venv system-deps lint fmt typecheck migrations-check pytest bench lock worker beat serve serve-ws clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: venv
 	$(PY) manage.py bootstrap_admin
 	@echo "Tally console: http://$(HOST):$(PORT)/"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) console.asgi:application
+
+## demo: the embedded console, a local nginx-rtmp with the config Tally rendered, and 3 ffmpeg publishers
+## (one drops and reconnects every minute); Ctrl-C stops everything
+demo: system-deps venv
+	$(PY) deploy/demo.py --port $(PORT)
 
 ## test: install what the tests need (apt packages too), lint, type-check, migration check, whole suite
 test: system-deps venv lint typecheck migrations-check pytest
