@@ -62,11 +62,11 @@ async def serve() -> None:
     await server.serve_forever()
 
 
-def setup_django() -> None:
+def setup_django(var_dir: str) -> None:
     """The embedded default settings, with a throwaway var/ and key: nothing in the checkout is written."""
     for name in ("DATABASE_URL", "REDIS_URL", "TALLY_PRODUCTION"):
         os.environ.pop(name, None)
-    os.environ["TALLY_VAR_DIR"] = tempfile.mkdtemp(prefix="tally-bench-fanout-")
+    os.environ["TALLY_VAR_DIR"] = var_dir
     os.environ["SECRET_KEY"] = secrets.token_urlsafe(32)
     os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings"
     import django
@@ -76,7 +76,12 @@ def setup_django() -> None:
 
 
 def main() -> None:
-    setup_django()
+    with tempfile.TemporaryDirectory(prefix="tally-bench-fanout-") as var_dir:
+        measure(var_dir)
+
+
+def measure(var_dir: str) -> None:
+    setup_django(var_dir)
     from django.conf import settings
 
     from monitoring.fanout import poll_many
