@@ -8,6 +8,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.HomeView.as_view(), name="home"),
     path("servers/", views.ServerListView.as_view(), name="server-list"),
+    path("streams/", views.StreamListView.as_view(), name="stream-list"),
     path("servers/new/", views.ServerFormView.as_view(), name="server-create"),
     path("servers/<int:pk>/", views.ServerDetailView.as_view(), name="server-detail"),
     path("servers/<int:pk>/edit/", views.ServerFormView.as_view(), name="server-edit"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -11,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -23,6 +24,7 @@ from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
 from console.roles import Role, request_role, role_of
 from frontend import forms
+from monitoring.models import Health, Stream
 from streams import inventory, keys, rendering, sessions
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
@@ -422,8 +424,10 @@ class AuditListView(RoleView):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         entries = AuditEntry.objects.order_by("-created", "-id")
-        filters = {
-            k: request.GET[k][:100] for k in ("object_type", "object_id", "action", "actor_name") if request.GET.get(k)
+        filters = {  # NUL cannot reach PostgreSQL, and no stored value contains one
+            k: request.GET[k].replace("\x00", "")[:100]
+            for k in ("object_type", "object_id", "action", "actor_name")
+            if request.GET.get(k)
         }
         entries = entries.filter(**filters)
         page = Paginator(entries, 50).get_page(request.GET.get("page"))
@@ -463,3 +467,47 @@ class TokenRevokeView(RoleView):
         token = tokens.revoke_token(get_object_or_404(ApiToken, pk=pk), self.actor())
         messages.success(request, f"Revoked token {token}.")
         return redirect("token-list")
+
+
+class StreamListView(RoleView):
+    """Live streams across the fleet, from the latest polls: search, filters, sorting, 50 a page."""
+
+    PER_PAGE = 50
+    SORTS = {
+        "name": ("name", "server__name"),
+        "server": ("server__name", "app", "name"),
+        "-bitrate": (F("latest__bitrate_in_kbps").desc(nulls_last=True), "name"),
+        "-viewers": (F("latest__viewers").desc(nulls_last=True), "name"),
+        "uptime": (F("live_since").asc(nulls_last=True), "name"),
+    }
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        streams = Stream.objects.filter(live=True).select_related("server", "server__status")
+        # NUL cannot reach PostgreSQL; nothing stored contains one (monitoring.state strips them).
+        query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+        if query:
+            streams = streams.filter(Q(name__icontains=query) | Q(app__icontains=query))
+        server = request.GET.get("server", "")
+        if server.isdigit() and len(server) < 12:
+            streams = streams.filter(server_id=int(server))
+        app = request.GET.get("app", "").replace("\x00", "").strip()[:64]
+        if app:
+            streams = streams.filter(app=app)
+        health = request.GET.get("health", "")
+        if health == Health.UNKNOWN:
+            streams = streams.filter(Q(server__status__isnull=True) | Q(server__status__health=health))
+        elif health in Health.values:
+            streams = streams.filter(server__status__health=health)
+        sort = request.GET.get("sort", "name")
+        streams = streams.order_by(*self.SORTS.get(sort, self.SORTS["name"]))
+        page = Paginator(streams, self.PER_PAGE).get_page(request.GET.get("page"))
+        now = timezone.now()
+        rows = [(stream, (now - stream.live_since).total_seconds() if stream.live_since else None)
+                for stream in page.object_list]  # fmt: skip
+        filters = {"q": query, "server": server, "app": app, "health": health, "sort": sort}
+        context = {
+            "page": page, "rows": rows, "filters": filters, "sorts": list(self.SORTS), "healths": Health.choices,
+            "servers": Server.objects.order_by("name").values_list("pk", "name"),
+            "query_string": urlencode({k: v for k, v in filters.items() if v}),
+        }  # fmt: skip
+        return render(request, "frontend/stream_list.html", context)

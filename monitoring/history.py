@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min, Model
 from django.utils import timezone
 
-from monitoring.models import ServerRollup, ServerSample, StreamRollup, StreamSample
+from monitoring.models import ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
 
 MAX_POINTS = 2_000  # most points a history query returns (the step is made coarser to fit)
 MIN_STEP_S = 1
@@ -157,16 +157,20 @@ def _roll_up_window(spec: _RollupSpec, start: datetime, end: datetime) -> int:
 
 def prune(now: datetime | None = None) -> dict[str, int]:
     """Delete samples older than HISTORY_SAMPLES_HOURS and rollups older than HISTORY_ROLLUP_DAYS,
-    PRUNE_BATCH rows per statement; return the rows deleted per table."""
+    PRUNE_BATCH rows per statement, then the streams not live and not seen for HISTORY_ROLLUP_DAYS (their
+    history is gone by then); return the rows deleted per table."""
     now = now or timezone.now()
     samples_cutoff = now - timedelta(hours=settings.HISTORY_SAMPLES_HOURS)
     rollups_cutoff = now - timedelta(days=settings.HISTORY_ROLLUP_DAYS)
-    return {
+    deleted = {
         "stream_samples": _delete_before(StreamSample, "at", samples_cutoff),
         "server_samples": _delete_before(ServerSample, "at", samples_cutoff),
         "stream_rollups": _delete_before(StreamRollup, "minute", rollups_cutoff),
         "server_rollups": _delete_before(ServerRollup, "minute", rollups_cutoff),
     }
+    gone = Stream.objects.filter(live=False, last_seen__lt=rollups_cutoff)
+    deleted["streams"] = gone.delete()[1].get(Stream._meta.label, 0)
+    return deleted
 
 
 def _delete_before(model: type[Model], field: str, cutoff: datetime) -> int:

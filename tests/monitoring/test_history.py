@@ -176,6 +176,7 @@ def test_prune_honours_both_retentions(server, settings, monkeypatch):
     settings.HISTORY_ROLLUP_DAYS = 3
     monkeypatch.setattr(history, "PRUNE_BATCH", 4)  # several batches
     cam = make_stream(server)
+    Stream.objects.filter(pk=cam.pk).update(live=True)
     now = T0 + timedelta(days=10)
     old, kept = now - timedelta(hours=2, seconds=1), now - timedelta(hours=1, minutes=59)
     history.write_samples(
@@ -187,18 +188,22 @@ def test_prune_honours_both_retentions(server, settings, monkeypatch):
         StreamRollup.objects.create(stream=cam, minute=minute, samples=1)
         ServerRollup.objects.create(server=server, minute=minute, samples=1, reachable_share=1.0)
 
+    forgotten = make_stream(server, "forgotten")
+    Stream.objects.filter(pk=forgotten.pk).update(live=False, last_seen=now - timedelta(days=3, seconds=1))
     assert history.prune(now=now) == {
         "stream_samples": 9,
         "server_samples": 1,
         "stream_rollups": 2,
         "server_rollups": 2,
+        "streams": 1,
     }
+    assert list(Stream.objects.values_list("name", flat=True)) == [cam.name]  # live, or seen lately
     assert list(StreamSample.objects.values_list("at", flat=True)) == [kept]
     assert list(ServerSample.objects.values_list("at", flat=True)) == [kept]
     assert StreamRollup.objects.count() == ServerRollup.objects.count() == 2
     assert min(StreamRollup.objects.values_list("minute", flat=True)) > now - timedelta(days=3)
     assert history.prune(now=now) == dict.fromkeys(
-        ["stream_samples", "server_samples", "stream_rollups", "server_rollups"], 0
+        ["stream_samples", "server_samples", "stream_rollups", "server_rollups", "streams"], 0
     )
 
 
