@@ -123,8 +123,7 @@ class StreamViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     action_roles = {"history": Role.VIEWER}
 
     def get_queryset(self) -> QuerySet[Stream]:
-        queryset = Stream.objects.select_related("server", "server__status").order_by("server_id", "app", "name")
-        return queryset if self.request.user.is_authenticated else queryset.none()
+        return Stream.objects.select_related("server", "server__status").order_by("server_id", "app", "name")
 
     @extend_schema(parameters=HISTORY_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])

@@ -58,7 +58,7 @@ def render() -> str:
         samples["tally_server_live_streams"].append(f"tally_server_live_streams{base} {live_per_server.get(pk, 0)}")
         if status is None:
             continue
-        connections = (status.snapshot or {}).get("connections") if status.snapshot else None
+        connections = (status.snapshot or {}).get("connections")
         if isinstance(connections, int) and status.health != Health.DOWN:
             samples["tally_server_connections"].append(f"tally_server_connections{base} {connections}")
         if status.last_poll_ms is not None:

@@ -17,8 +17,6 @@ from django.utils import timezone
 
 from monitoring import fanout, state
 from monitoring.models import ServerStatus
-from monitoring.pollers import PollError, get_poller
-from monitoring.snapshots import ServerSnapshot
 from streams.models import Server
 
 log = logging.getLogger(__name__)
@@ -89,14 +87,3 @@ def poll_due(now: datetime | None = None) -> state.CycleOutcome | None:
 def poll_all() -> int:
     """Poll every pollable server now; returns how many answered."""
     return poll_cycle(list(pollable_servers())).reachable
-
-
-def poll_server(server: Server) -> ServerSnapshot:
-    """Fetch and parse one server's status now, without applying it. Never raises."""
-    taken_at = timezone.now()
-    try:
-        poller = get_poller(server.kind)
-        raw = poller.fetch(server)
-    except PollError as exc:
-        return ServerSnapshot.unreachable(server.pk, taken_at, str(exc))
-    return poller.parse(raw, taken_at, server.pk)

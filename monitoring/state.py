@@ -160,6 +160,7 @@ class _Cycle:
         self.new_streams: list[Stream] = []
         self.changed_streams: list[Stream] = []
         self.started: list[Stream] = []
+        self.stopped: list[Stream] = []
         self.server_samples: list[ServerSample] = []
         self.stream_samples: list[tuple[Stream, StreamSnapshot]] = []
         self.messages: list[Message] = []
@@ -176,11 +177,31 @@ class _Cycle:
             if snapshot.reachable:
                 self.outcome.reachable += 1
                 self._streams(server_id, snapshot)
+        self._stop_messages()
         self._write()
         self.outcome.started = [stream.pk for stream in self.started]
         for group, message_type, payload in self.messages + _stream_messages(self.stream_messages):
             live.publish(group, message_type, payload)
         return self.outcome
+
+    def _stop_messages(self) -> None:
+        """A ``stream.stopped`` per stopped stream, to the fleet too unless a callback closed its session
+        since the stream was last seen (``publish.stopped`` went out then): one query for the cycle."""
+        if not self.stopped:
+            return
+        closed = PublishSession.objects.filter(
+            server_id__in={s.server_id for s in self.stopped}, ended__gte=min(s.last_seen for s in self.stopped)
+        ).values_list("server_id", "app_name", "public_name", "ended")
+        last_closed: dict[tuple[int, str, str], datetime] = {}
+        for server_id, app, name, ended in closed:
+            key = (server_id, app, name)
+            if ended is not None and (key not in last_closed or ended > last_closed[key]):
+                last_closed[key] = ended
+        for stream in self.stopped:
+            ended = last_closed.get((stream.server_id, stream.app, stream.name))
+            announced = ended is not None and ended >= stream.last_seen
+            payload = {"server": stream.server_id, "app": stream.app, "name": stream.name, "source": "poll"}
+            self.stream_messages.append((stream, "stream.stopped", payload, not announced))
 
     def _write(self) -> None:
         errors = {server_id: storable(snapshot.error)[:300] for server_id, snapshot, _ in self.results}
@@ -289,11 +310,7 @@ class _Cycle:
             stream.live = False
             stream.missing_since = None
             self.outcome.stopped.append(stream.pk)
-            announced = PublishSession.objects.filter(
-                server_id=server_id, app_name=stream.app, public_name=stream.name, ended__gte=stream.last_seen
-            ).exists()
-            payload = {"server": server_id, "app": stream.app, "name": stream.name, "source": "poll"}
-            self.stream_messages.append((stream, "stream.stopped", payload, not announced))
+            self.stopped.append(stream)
         if changes_pushed:
             update = {"server": server_id, "streams": changes_pushed}
             self.messages += [(live.server_group(server_id), "streams.update", update),

@@ -1,6 +1,6 @@
 """Pollers: one small interface, one module per server kind, and a registry keyed by ``Server.kind``.
 
-``fetch``/``afetch`` do the I/O (through ``console.http``) and ``parse`` is pure, so parsers are tested on
+``afetch`` does the I/O (through ``console.http``) and ``parse`` is pure, so parsers are tested on
 captured fixtures. Both produce or feed the one normalized type, ``monitoring.snapshots.ServerSnapshot``.
 """
 
@@ -21,7 +21,7 @@ MAX_CALLS_IN_FLIGHT = 4
 
 
 class PollError(Exception):
-    """``fetch`` failed. ``permanent`` is True when polling again cannot help until the configuration
+    """``afetch`` failed. ``permanent`` is True when polling again cannot help until the configuration
     changes (bad URL, 401/404, no stat URL); the poll loop still turns every PollError into an
     unreachable snapshot carrying ``str(error)`` as the reason."""
 
@@ -31,19 +31,15 @@ class PollError(Exception):
 
 
 class Poller(Protocol):
-    """What every server kind implements: I/O in ``fetch``/``afetch``, pure normalization in ``parse``.
+    """What every server kind implements: I/O in ``afetch``, pure normalization in ``parse``.
 
-    ``afetch`` is the one used for polling (``monitoring.fanout``: many servers on one event loop and
-    one client); ``fetch`` is its blocking twin for one-off polls. Both return the same bytes and keep
-    every request's timeout and size cap.
+    ``monitoring.fanout`` runs ``afetch`` for many servers on one event loop and one client; every
+    request keeps its timeout and size cap.
     """
 
-    def fetch(self, server: Server) -> bytes:
-        """Return the raw status document of ``server``; raise ``PollError`` on any failure."""
-        ...
-
     async def afetch(self, server: Server, client: httpx.AsyncClient) -> bytes:
-        """``fetch`` on the caller's event loop, through ``client`` (from ``console.http.make_async_client``).
+        """Return the raw status document of ``server``, fetched on the caller's event loop through
+        ``client`` (from ``console.http.make_async_client``); raise ``PollError`` on any failure.
 
         Must not touch the database: ``server`` is a loaded instance. At most ``MAX_CALLS_IN_FLIGHT``
         requests at once.

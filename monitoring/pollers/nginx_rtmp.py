@@ -53,35 +53,21 @@ class NginxRtmpPoller:
     def __init__(self, *, timeout_s: float = STAT_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
 
-    def fetch(self, server: Server) -> bytes:
-        """Return the raw stat XML; raise ``PollError`` (permanent for config errors) on failure."""
-        url = _stat_url(server)
-        try:
-            return http.get_bytes(url, timeout_s=self.timeout_s, max_bytes=MAX_STAT_BYTES)
-        except http.HttpError as exc:
-            raise _fetch_error(exc) from exc
-
     async def afetch(self, server: Server, client: httpx.AsyncClient) -> bytes:
-        """``fetch`` through the caller's async client: one GET of the stat URL."""
-        url = _stat_url(server)
+        """Return the raw stat XML (one GET through the caller's client); raise ``PollError`` (permanent
+        for config errors) on failure."""
+        if not server.stat_url:
+            raise PollError("no stat URL configured", permanent=True)
         try:
-            return await http.aget_bytes(url, timeout_s=self.timeout_s, max_bytes=MAX_STAT_BYTES, client=client)
+            return await http.aget_bytes(
+                server.stat_url, timeout_s=self.timeout_s, max_bytes=MAX_STAT_BYTES, client=client
+            )
         except http.HttpError as exc:
-            raise _fetch_error(exc) from exc
+            raise PollError(f"stat request failed: {exc}", permanent=exc.permanent) from exc
 
     def parse(self, raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:
         """Normalize stat XML; see ``parse_stat``."""
         return parse_stat(raw, taken_at, server_id)
-
-
-def _stat_url(server: Server) -> str:
-    if not server.stat_url:
-        raise PollError("no stat URL configured", permanent=True)
-    return server.stat_url
-
-
-def _fetch_error(exc: http.HttpError) -> PollError:
-    return PollError(f"stat request failed: {exc}", permanent=exc.permanent)
 
 
 def parse_stat(raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:

@@ -1,6 +1,6 @@
 """Wowza Streaming Engine poller: gather the REST monitoring calls into one bundle, then normalize it.
 
-WSE has no single status document like nginx-rtmp's ``/stat``, so ``afetch`` (and ``fetch``) makes the calls of
+WSE has no single status document like nginx-rtmp's ``/stat``, so ``afetch`` makes the calls of
 ../shared/contracts/wowza/README.md §(a) (``B`` = ``/v2/servers/_defaultServer_/vhosts/_defaultVHost_``):
 
 - ``GET /v2/servers/_defaultServer_/status`` (liveness, version, ``timeRunning``, ``currentConnections``),
@@ -80,21 +80,9 @@ class WowzaPoller:
         self.poll_budget_s = poll_budget_s
         self.max_response_bytes = max_response_bytes
 
-    def fetch(self, server: Server) -> bytes:
-        """Return the poll bundle (JSON bytes); raise ``PollError`` (permanent for 401/404 and bad config).
-
-        The blocking twin of ``afetch``, on an event loop and a client of its own: do not call it from a
-        running event loop.
-        """
-
-        async def fetch_with_own_client() -> bytes:
-            async with http.make_async_client() as client:
-                return await self.afetch(server, client)
-
-        return asyncio.run(fetch_with_own_client())
-
     async def afetch(self, server: Server, client: httpx.AsyncClient) -> bytes:
-        """``fetch`` through the caller's async client. The server status comes first (it checks the
+        """Return the poll bundle (JSON bytes) through the caller's async client; raise ``PollError``
+        (permanent for 401/404 and bad config). The server status comes first (it checks the
         credentials and takes digest's challenge); the other calls then run up to ``MAX_CALLS_IN_FLIGHT`` at
         once, or one at a time with digest auth: concurrent requests reach the server with their nonce counts
         out of order, which RFC 7616 lets it refuse as replays (tests/wowza_standin.py does).
@@ -114,7 +102,7 @@ class WowzaPoller:
         return json.dumps(bundle, separators=(",", ":")).encode()
 
     def parse(self, raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:
-        """Normalize a bundle from ``fetch``; see ``parse_bundle``."""
+        """Normalize a bundle from ``afetch``; see ``parse_bundle``."""
         return parse_bundle(raw, taken_at, server_id)
 
 
@@ -226,7 +214,7 @@ def _segment(value: str) -> str:
 def _list_ids(entry: _Doc, list_key: str, id_key: str) -> list[str]:
     """Return the string ``id_key`` of each item of ``entry``'s body ``list_key``; [] for anything unreadable.
 
-    ``fetch`` only navigates with this; ``parse_bundle`` is where a bad body becomes a reason.
+    ``afetch`` only navigates with this; ``parse_bundle`` is where a bad body becomes a reason.
     """
     document = _decode(entry, "")
     items = document.get(list_key) if isinstance(document, dict) else None
@@ -263,7 +251,7 @@ def _instance_streams(document: _Doc) -> list[tuple[str, _Doc]] | None:
 
 
 def parse_bundle(raw: bytes, taken_at: datetime, server_id: int | None = None) -> ServerSnapshot:
-    """Normalize one ``fetch`` bundle into a ``ServerSnapshot``. Pure; never raises on bad input.
+    """Normalize one ``afetch`` bundle into a ``ServerSnapshot``. Pure; never raises on bad input.
 
     A bundle that is not one (oversized, not JSON, another format) or whose server status, application
     list or instance lists are not Wowza JSON objects gives ``reachable=False`` with a short reason.

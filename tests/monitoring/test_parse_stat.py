@@ -16,6 +16,7 @@ import pytest
 from monitoring.pollers import PollError, get_poller, registry
 from monitoring.pollers.nginx_rtmp import MAX_STAT_BYTES, NginxRtmpPoller, parse_stat
 from monitoring.snapshots import ServerSnapshot, StreamSnapshot
+from tests.monitoring.polls import fetch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nginx_rtmp"
 TAKEN_AT = datetime(2025, 11, 25, 14, 0, 0, tzinfo=UTC)
@@ -421,6 +422,6 @@ def test_fetch_without_stat_url_is_a_permanent_error() -> None:
     from streams.models import Server
 
     with pytest.raises(PollError) as excinfo:
-        NginxRtmpPoller().fetch(Server(name="edge1", host="127.0.0.1", stat_url=""))
+        fetch(Server(name="edge1", host="127.0.0.1", stat_url=""), NginxRtmpPoller())
     assert excinfo.value.permanent is True
     assert "no stat URL" in str(excinfo.value)

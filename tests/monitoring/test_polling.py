@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.db import connections
 from django.utils import timezone
 
-from monitoring import polling
+from monitoring import fanout, polling
 from monitoring.models import ServerStatus
 from streams.models import PublishSession
 from tests import factories
@@ -18,7 +18,8 @@ def test_polls_record_session_bytes(origin, ffmpeg_factory):  # noqa: F811
     issued = factories.issue_key(origin.app, "Bytes")
     publisher = start_publisher(origin, ffmpeg_factory, issued.secret)
     assert wait_until(lambda: live_session(key=issued.key) is not None)
-    snapshot = polling.poll_server(origin.server)
+    [result] = fanout.poll_many([origin.server])
+    snapshot = result.snapshot
     assert snapshot.reachable and [s.name for s in snapshot.streams] == ["bytes"]
     assert snapshot.streams[0].publisher_client_id == live_session(key=issued.key).client_id
     assert wait_until(lambda: polling.poll_all() == 1 and (live_session(key=issued.key).bytes_in or 0) > 10_000)
@@ -29,7 +30,8 @@ def test_polls_record_session_bytes(origin, ffmpeg_factory):  # noqa: F811
 
 def test_unreachable_server_gives_an_error_snapshot(db):
     server = factories.make_server(stat_url=f"http://127.0.0.1:{free_port()}/stat")
-    snapshot = polling.poll_server(server)
+    [result] = fanout.poll_many([server])
+    snapshot = result.snapshot
     assert not snapshot.reachable and "connect" in snapshot.error
     assert polling.poll_all() == 0
 

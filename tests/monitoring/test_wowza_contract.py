@@ -40,6 +40,7 @@ from openapi_core.validation.request.exceptions import SecurityValidationError  
 from openapi_schema_validator import OAS30Validator, oas30_format_checker  # noqa: E402
 
 from monitoring.pollers.wowza import JSON_HEADERS, WowzaPoller  # noqa: E402
+from tests.monitoring.polls import fetch  # noqa: E402
 from tests.wowza_standin import (  # noqa: E402
     FIXTURES,
     VHOST_PATH,
@@ -353,7 +354,7 @@ def test_every_poller_request_and_standin_answer_follows_the_contract(contract, 
     standin.advance(30)
 
     poller = WowzaPoller()
-    snapshot = poller.parse(poller.fetch(make_server(standin)), datetime.now(UTC))
+    snapshot = poller.parse(fetch(make_server(standin), poller), datetime.now(UTC))
 
     assert snapshot.reachable, snapshot.error
     assert {(s.app, s.name) for s in snapshot.streams} == {("live", "cam 1/é"), ("live/backup", "cam2"),

@@ -20,6 +20,7 @@ import pytest
 from monitoring.pollers import PollError, get_poller
 from monitoring.pollers.wowza import BUNDLE_FORMAT, MAX_BUNDLE_BYTES, WowzaPoller, parse_bundle
 from monitoring.snapshots import ServerSnapshot, StreamSnapshot
+from tests.monitoring.polls import fetch
 from tests.wowza_standin import (
     VHOST_PATH,
     WowzaStandin,
@@ -50,7 +51,7 @@ def poll(server: Any, poller: WowzaPoller | None = None) -> ServerSnapshot:
     """fetch + parse the way the poll loop does: a ``PollError`` becomes an unreachable snapshot."""
     poller = poller or WowzaPoller()
     try:
-        raw = poller.fetch(server)
+        raw = fetch(server, poller)
     except PollError as exc:
         return ServerSnapshot.unreachable(7, TAKEN_AT, str(exc))
     return poller.parse(raw, TAKEN_AT, server_id=7)
@@ -250,11 +251,11 @@ def test_fetch_errors_say_whether_a_retry_can_help(wowza_standin_factory: Factor
         if fault:
             standin.inject(STATUS, **fault)
         with pytest.raises(PollError) as excinfo:
-            poller.fetch(server)
+            fetch(server, poller)
         assert excinfo.value.permanent is permanent, str(excinfo.value)
     standin.stop()
     with pytest.raises(PollError) as excinfo:
-        poller.fetch(make_server(standin))
+        fetch(make_server(standin), poller)
     assert excinfo.value.permanent is False and "cannot connect" in str(excinfo.value)
 
 
