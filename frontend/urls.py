@@ -1,16 +1,17 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import views
+from frontend import dashboards, server_pages, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", views.HomeView.as_view(), name="home"),
-    path("servers/", views.ServerListView.as_view(), name="server-list"),
-    path("streams/", views.StreamListView.as_view(), name="stream-list"),
+    path("", dashboards.HomeView.as_view(), name="home"),
+    path("servers/", server_pages.ServerListView.as_view(), name="server-list"),
+    path("streams/", dashboards.StreamListView.as_view(), name="stream-list"),
+    path("streams/<int:pk>/", dashboards.StreamDetailView.as_view(), name="stream-detail"),
     path("servers/new/", views.ServerFormView.as_view(), name="server-create"),
-    path("servers/<int:pk>/", views.ServerDetailView.as_view(), name="server-detail"),
+    path("servers/<int:pk>/", server_pages.ServerDetailView.as_view(), name="server-detail"),
     path("servers/<int:pk>/edit/", views.ServerFormView.as_view(), name="server-edit"),
     path("servers/<int:pk>/delete/", views.ServerDeleteView.as_view(), name="server-delete"),
     path("servers/<int:server_pk>/applications/new/", views.ApplicationFormView.as_view(), name="application-create"),

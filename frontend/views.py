@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,7 +11,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,7 +22,6 @@ from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
 from console.roles import Role, request_role, role_of
 from frontend import forms
-from monitoring.models import Health, Stream
 from streams import inventory, keys, rendering, sessions
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
@@ -60,33 +57,6 @@ def _pop_once(request: HttpRequest, kind: str, object_id: int) -> dict[str, Any]
         del request.session[ONCE_SESSION_KEY]
         return data  # type: ignore[no-any-return]
     return None
-
-
-class HomeView(RoleView):
-    def get(self, request: HttpRequest) -> HttpResponse:
-        now = timezone.now()
-        context = {
-            "servers": Server.objects.visible_to(request.user).count(),
-            "applications": Application.objects.visible_to(request.user).count(),
-            "active_keys": StreamKey.objects.visible_to(request.user).with_state("active", now).count(),
-            "recent": AuditEntry.objects.all()[:10] if request_role(request) >= Role.ADMIN else [],
-        }
-        return render(request, "frontend/home.html", context)
-
-
-class ServerListView(RoleView):
-    def get(self, request: HttpRequest) -> HttpResponse:
-        servers = Server.objects.visible_to(request.user).annotate(n_apps=Count("applications"))
-        return render(request, "frontend/server_list.html", {"servers": servers})
-
-
-class ServerDetailView(RoleView):
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
-        server = get_object_or_404(Server.objects.visible_to(request.user), pk=pk)
-        apps = server.applications.annotate(n_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True))).order_by(
-            "name"
-        )
-        return render(request, "frontend/server_detail.html", {"server": server, "apps": apps})
 
 
 class ModelFormView(RoleView):
@@ -467,47 +437,3 @@ class TokenRevokeView(RoleView):
         token = tokens.revoke_token(get_object_or_404(ApiToken, pk=pk), self.actor())
         messages.success(request, f"Revoked token {token}.")
         return redirect("token-list")
-
-
-class StreamListView(RoleView):
-    """Live streams across the fleet, from the latest polls: search, filters, sorting, 50 a page."""
-
-    PER_PAGE = 50
-    SORTS = {
-        "name": ("name", "server__name"),
-        "server": ("server__name", "app", "name"),
-        "-bitrate": (F("latest__bitrate_in_kbps").desc(nulls_last=True), "name"),
-        "-viewers": (F("latest__viewers").desc(nulls_last=True), "name"),
-        "uptime": (F("live_since").asc(nulls_last=True), "name"),
-    }
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        streams = Stream.objects.filter(live=True).select_related("server", "server__status")
-        # NUL cannot reach PostgreSQL; nothing stored contains one (monitoring.state strips them).
-        query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
-        if query:
-            streams = streams.filter(Q(name__icontains=query) | Q(app__icontains=query))
-        server = request.GET.get("server", "")
-        if server.isdigit() and len(server) < 12:
-            streams = streams.filter(server_id=int(server))
-        app = request.GET.get("app", "").replace("\x00", "").strip()[:64]
-        if app:
-            streams = streams.filter(app=app)
-        health = request.GET.get("health", "")
-        if health == Health.UNKNOWN:
-            streams = streams.filter(Q(server__status__isnull=True) | Q(server__status__health=health))
-        elif health in Health.values:
-            streams = streams.filter(server__status__health=health)
-        sort = request.GET.get("sort", "name")
-        streams = streams.order_by(*self.SORTS.get(sort, self.SORTS["name"]))
-        page = Paginator(streams, self.PER_PAGE).get_page(request.GET.get("page"))
-        now = timezone.now()
-        rows = [(stream, (now - stream.live_since).total_seconds() if stream.live_since else None)
-                for stream in page.object_list]  # fmt: skip
-        filters = {"q": query, "server": server, "app": app, "health": health, "sort": sort}
-        context = {
-            "page": page, "rows": rows, "filters": filters, "sorts": list(self.SORTS), "healths": Health.choices,
-            "servers": Server.objects.order_by("name").values_list("pk", "name"),
-            "query_string": urlencode({k: v for k, v in filters.items() if v}),
-        }  # fmt: skip
-        return render(request, "frontend/stream_list.html", context)

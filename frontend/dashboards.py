@@ -1,0 +1,91 @@
+"""Live dashboards: the fleet overview, the live streams table and a stream's page."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.core.paginator import Paginator
+from django.db.models import F, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from console.models import AuditEntry
+from console.roles import Role, request_role
+from frontend.views import RoleView
+from monitoring.models import Health, Stream
+from streams.models import Application, PublishSession, Server, StreamKey
+
+
+class HomeView(RoleView):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        now = timezone.now()
+        context = {
+            "servers": Server.objects.visible_to(request.user).count(),
+            "applications": Application.objects.visible_to(request.user).count(),
+            "active_keys": StreamKey.objects.visible_to(request.user).with_state("active", now).count(),
+            "recent": AuditEntry.objects.all()[:10] if request_role(request) >= Role.ADMIN else [],
+        }
+        return render(request, "frontend/home.html", context)
+
+
+class StreamListView(RoleView):
+    """Live streams across the fleet, from the latest polls: search, filters, sorting, 50 a page."""
+
+    PER_PAGE = 50
+    SORTS = {
+        "name": ("name", "server__name"),
+        "server": ("server__name", "app", "name"),
+        "-bitrate": (F("latest__bitrate_in_kbps").desc(nulls_last=True), "name"),
+        "-viewers": (F("latest__viewers").desc(nulls_last=True), "name"),
+        "uptime": (F("live_since").asc(nulls_last=True), "name"),
+    }
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        streams = Stream.objects.filter(live=True).select_related("server", "server__status")
+        # NUL cannot reach PostgreSQL; nothing stored contains one (monitoring.state strips them).
+        query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+        if query:
+            streams = streams.filter(Q(name__icontains=query) | Q(app__icontains=query))
+        server = request.GET.get("server", "")
+        if server.isdigit() and len(server) < 12:
+            streams = streams.filter(server_id=int(server))
+        app = request.GET.get("app", "").replace("\x00", "").strip()[:64]
+        if app:
+            streams = streams.filter(app=app)
+        health = request.GET.get("health", "")
+        if health == Health.UNKNOWN:
+            streams = streams.filter(Q(server__status__isnull=True) | Q(server__status__health=health))
+        elif health in Health.values:
+            streams = streams.filter(server__status__health=health)
+        sort = request.GET.get("sort", "name")
+        streams = streams.order_by(*self.SORTS.get(sort, self.SORTS["name"]))
+        page = Paginator(streams, self.PER_PAGE).get_page(request.GET.get("page"))
+        now = timezone.now()
+        rows = [(stream, (now - stream.live_since).total_seconds() if stream.live_since else None)
+                for stream in page.object_list]  # fmt: skip
+        filters = {"q": query, "server": server, "app": app, "health": health, "sort": sort}
+        context = {
+            "page": page, "rows": rows, "filters": filters, "sorts": list(self.SORTS), "healths": Health.choices,
+            "servers": Server.objects.order_by("name").values_list("pk", "name"),
+            "query_string": urlencode({k: v for k, v in filters.items() if v}),
+        }  # fmt: skip
+        return render(request, "frontend/stream_list.html", context)
+
+
+class StreamDetailView(RoleView):
+    """One stream: its live figures, history charts, publisher, key and session history."""
+
+    SESSIONS = 20
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        stream = get_object_or_404(Stream.objects.select_related("server", "server__status"), pk=pk)
+        sessions = list(
+            PublishSession.objects.filter(server=stream.server, app_name=stream.app, public_name=stream.name)
+            .select_related("key")
+            .order_by("-started")[: self.SESSIONS]
+        )
+        current = next((s for s in sessions if s.ended is None), None)
+        key = current.key if current else next((s.key for s in sessions if s.key_id), None)
+        context = {"stream": stream, "sessions": sessions, "current": current, "key": key}
+        return render(request, "frontend/stream_detail.html", context)
