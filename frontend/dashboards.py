@@ -13,17 +13,35 @@ from django.utils import timezone
 from console.models import AuditEntry
 from console.roles import Role, request_role
 from frontend.views import RoleView
-from monitoring.models import Health, Stream
+from monitoring import fleet
+from monitoring.models import Health, ServerStatus, Stream
 from streams.models import Application, PublishSession, Server, StreamKey
 
 
 class HomeView(RoleView):
+    """The fleet overview: counts with sparklines, problems first, what is live now."""
+
+    LIVE_NOW = 10
+    PROBLEMS = 20
+
     def get(self, request: HttpRequest) -> HttpResponse:
         now = timezone.now()
+        unhealthy = fleet.unhealthy_streams().select_related("server").order_by("server__name", "app", "name")
         context = {
+            "summary": fleet.summary(),
+            "sparks": fleet.sparklines(now),
             "servers": Server.objects.visible_to(request.user).count(),
             "applications": Application.objects.visible_to(request.user).count(),
             "active_keys": StreamKey.objects.visible_to(request.user).with_state("active", now).count(),
+            "bad_servers": ServerStatus.objects.filter(server__enabled=True)
+            .filter(Q(health__in=[Health.DOWN, Health.DEGRADED]) | ~Q(warning=""))
+            .select_related("server")
+            .order_by("-health", "server__name")[: self.PROBLEMS],
+            "bad_streams": unhealthy[: self.PROBLEMS],
+            "live_now": Stream.objects.filter(live=True).select_related("server").order_by("-live_since")[
+                : self.LIVE_NOW
+            ],
+            "pending": fleet.pending_sessions().select_related("server").order_by("-started")[: self.LIVE_NOW],
             "recent": AuditEntry.objects.all()[:10] if request_role(request) >= Role.ADMIN else [],
         }
         return render(request, "frontend/home.html", context)
@@ -43,30 +61,40 @@ class StreamListView(RoleView):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         streams = Stream.objects.filter(live=True).select_related("server", "server__status")
+        pending = fleet.pending_sessions().select_related("server", "server__status")
         # NUL cannot reach PostgreSQL; nothing stored contains one (monitoring.state strips them).
         query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
         if query:
             streams = streams.filter(Q(name__icontains=query) | Q(app__icontains=query))
+            pending = pending.filter(Q(public_name__icontains=query) | Q(app_name__icontains=query))
         server = request.GET.get("server", "")
         if server.isdigit() and len(server) < 12:
             streams = streams.filter(server_id=int(server))
+            pending = pending.filter(server_id=int(server))
         app = request.GET.get("app", "").replace("\x00", "").strip()[:64]
         if app:
             streams = streams.filter(app=app)
+            pending = pending.filter(app_name=app)
         health = request.GET.get("health", "")
-        if health == Health.UNKNOWN:
+        if health == "problem":
+            streams = streams.filter(pk__in=fleet.unhealthy_streams().values("pk"))
+            pending = pending.none()
+        elif health == Health.UNKNOWN:
             streams = streams.filter(Q(server__status__isnull=True) | Q(server__status__health=health))
+            pending = pending.filter(Q(server__status__isnull=True) | Q(server__status__health=health))
         elif health in Health.values:
             streams = streams.filter(server__status__health=health)
+            pending = pending.filter(server__status__health=health)
         sort = request.GET.get("sort", "name")
         streams = streams.order_by(*self.SORTS.get(sort, self.SORTS["name"]))
         page = Paginator(streams, self.PER_PAGE).get_page(request.GET.get("page"))
-        now = timezone.now()
-        rows = [(stream, (now - stream.live_since).total_seconds() if stream.live_since else None)
-                for stream in page.object_list]  # fmt: skip
+        rows = [(stream, fleet.stream_health(stream)) for stream in page.object_list]
         filters = {"q": query, "server": server, "app": app, "health": health, "sort": sort}
+        pending_rows = list(pending.order_by("-started")[: self.PER_PAGE]) if page.number == 1 else []
         context = {
-            "page": page, "rows": rows, "filters": filters, "sorts": list(self.SORTS), "healths": Health.choices,
+            "page": page, "rows": rows, "filters": filters, "sorts": list(self.SORTS), "pending": pending_rows,
+            "total": page.paginator.count + len(pending_rows),
+            "healths": [("problem", "stream problems"), *((v, f"server {v}") for v in Health.values)],
             "servers": Server.objects.order_by("name").values_list("pk", "name"),
             "query_string": urlencode({k: v for k, v in filters.items() if v}),
         }  # fmt: skip
@@ -87,5 +115,6 @@ class StreamDetailView(RoleView):
         )
         current = next((s for s in sessions if s.ended is None), None)
         key = current.key if current else next((s.key for s in sessions if s.key_id), None)
-        context = {"stream": stream, "sessions": sessions, "current": current, "key": key}
+        context = {"stream": stream, "sessions": sessions, "current": current, "key": key, "now": timezone.now(),
+                   "health": fleet.stream_health(stream)}  # fmt: skip
         return render(request, "frontend/stream_detail.html", context)

@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min, Model
 from django.utils import timezone
 
-from monitoring.models import ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
+from monitoring.models import FleetSample, ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
 
 MAX_POINTS = 2_000  # most points a history query returns (the step is made coarser to fit)
 MIN_STEP_S = 1
@@ -165,6 +165,7 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     deleted = {
         "stream_samples": _delete_before(StreamSample, "at", samples_cutoff),
         "server_samples": _delete_before(ServerSample, "at", samples_cutoff),
+        "fleet_samples": _delete_before(FleetSample, "at", samples_cutoff),
         "stream_rollups": _delete_before(StreamRollup, "minute", rollups_cutoff),
         "server_rollups": _delete_before(ServerRollup, "minute", rollups_cutoff),
     }

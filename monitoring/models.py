@@ -177,3 +177,20 @@ class ServerRollup(models.Model):
 
     def __str__(self) -> str:
         return f"server {self.server_id} minute {self.minute:%Y-%m-%d %H:%M}"
+
+
+class FleetSample(models.Model):
+    """The whole fleet after one poll cycle: the overview's sparklines (same retention as samples)."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_index=True)
+    servers_up = models.IntegerField()
+    servers_degraded = models.IntegerField()
+    servers_down = models.IntegerField()
+    live_streams = models.IntegerField()
+    viewers = models.IntegerField()
+    ingest_kbps = models.FloatField()
+    egress_kbps = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"fleet at {self.at:%Y-%m-%d %H:%M:%S}"

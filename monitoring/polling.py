@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from monitoring import fanout, state
+from monitoring import fanout, fleet, state
 from monitoring.models import ServerStatus
 from streams.models import Server
 
@@ -50,6 +50,7 @@ def poll_cycle(servers: Sequence[Server], now: datetime | None = None) -> state.
     started = time.monotonic()
     results = fanout.poll_many(servers)
     outcome = state.apply_cycle([(r.server_id, r.snapshot, r.duration_ms) for r in results], now)
+    fleet.record(now)
     log.info(
         "polled %d servers (%d answered) in %.2f s", outcome.servers, outcome.reachable, time.monotonic() - started
     )

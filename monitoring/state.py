@@ -45,6 +45,7 @@ WORKER_PIDS_KEPT = 6
 MAX_UPTIME_S = 10 * 365 * 86400.0
 # A stream figure must move this much (relative) before a poll pushes it again.
 BITRATE_CHANGE = 0.10
+CHART_FIELDS = ("bitrate_in_kbps", "bitrate_out_kbps", "fps", "viewers")  # a stream page's live tail
 PUSHED_FIELDS = ("bitrate_in_kbps", "bitrate_out_kbps", "viewers", "fps", "width", "height", "video_codec",
                  "audio_codec", "dropped_frames", "avsync_ms")  # fmt: skip
 
@@ -180,9 +181,22 @@ class _Cycle:
         self._stop_messages()
         self._write()
         self.outcome.started = [stream.pk for stream in self.started]
+        self._chart_figures()
         for group, message_type, payload in self.messages + _stream_messages(self.stream_messages):
             live.publish(group, message_type, payload)
         return self.outcome
+
+    def _chart_figures(self) -> None:
+        """Give each ``server.status`` its live streams' chart figures: a stream page appends one point per
+        poll from it (one message per server and cycle, instead of one per stream)."""
+        figures: dict[int, list[dict[str, Any]]] = {}
+        for stream, snap in self.stream_samples:
+            figures.setdefault(stream.server_id, []).append(
+                {"stream": stream.pk, **{name: getattr(snap, name) for name in CHART_FIELDS}}
+            )
+        for _, message_type, payload in self.messages:
+            if message_type == "server.status" and "error" not in payload:
+                payload["streams"] = figures.get(payload["server"], [])
 
     def _stop_messages(self) -> None:
         """A ``stream.stopped`` per stopped stream, to the fleet too unless a callback closed its session
@@ -278,6 +292,13 @@ class _Cycle:
                 continue
             seen.add((app, name))
             stream = self.streams.get((server_id, app, name))
+            if (
+                stream is not None
+                and not stream.live
+                and stream.last_seen >= now
+                and snap.publisher_client_id not in open_clients
+            ):
+                continue  # a callback closed it while this poll was in flight (fleet.stream_stopped_by_callback)
             if stream is None:
                 stream = Stream(server_id=server_id, app=app, name=name, first_seen=now, last_seen=now)
                 self.streams[(server_id, app, name)] = stream

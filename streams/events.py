@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.dispatch import Signal
+
 from console import push
 from streams.models import PublishSession
 
 FLEET_GROUP = "fleet"
+
+# Sent (``session=``) after a publish session closed, whatever the reason, in the closing request: live
+# state that other apps keep (monitoring's streams) follows at once, without streams importing them.
+publish_stopped = Signal()
 
 
 def session_payload(session: PublishSession) -> dict[str, Any]:
@@ -46,6 +52,7 @@ def session_started(session: PublishSession) -> None:
 
 
 def session_stopped(session: PublishSession) -> None:
+    publish_stopped.send(sender=PublishSession, session=session)
     emit("publish.stopped", session.server_id, session_payload(session))
 
 

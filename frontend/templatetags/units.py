@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django import template
+from django.utils import timezone
 
 register = template.Library()
 
@@ -24,3 +27,11 @@ def duration(seconds: float | int | None) -> str:
         return "—"
     total = int(seconds)
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+@register.filter
+def uptime(since: datetime | None) -> str:
+    """The ``duration`` from ``since`` to now (the page's script then ticks it every second)."""
+    if not isinstance(since, datetime):
+        return "—"
+    return duration((timezone.now() - since).total_seconds())

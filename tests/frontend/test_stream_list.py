@@ -34,7 +34,7 @@ def fleet():
 
 
 def names(html):
-    return re.findall(r'<td class="mono">([^<]+)</td>', html)
+    return re.findall(r'<td class="mono">(?:<a [^>]*>)?([^<]+)<', html)
 
 
 def test_a_thousand_live_streams_in_pages_with_fixed_queries(fleet, viewer, django_assert_max_num_queries):

@@ -8,7 +8,6 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from console import push
 from monitoring import state
 from monitoring.models import HealthTransition, ServerSample, ServerStatus, Stream, StreamSample
 from monitoring.snapshots import ServerSnapshot, StreamSnapshot
@@ -17,14 +16,6 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 T0 = timezone.now().replace(microsecond=0)
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages handed to the push queue, as (group, message)."""
-    messages = []
-    monkeypatch.setattr(push, "send_soon", lambda group, message: messages.append((group, message)))
-    return messages
 
 
 def stream(name="cam", client="5", kbps=1000.0, **fields):

@@ -165,3 +165,28 @@ export function start() {
   decorate();
   setInterval(() => tickUptimes(), 1000);
 }
+
+/**
+ * The whole live wiring of a page whose live parts are server-rendered regions: start, open the socket
+ * and refresh the regions when a message of one of `types` arrives (and `accept(message)` agrees), or
+ * after a reconnect (then `onReconnect()` lets the page catch up on the rest). `onMessage` sees every
+ * message first. Returns the throttled refresh.
+ */
+export function refreshOn(types, { groups = [], accept = () => true, onMessage = () => {}, onReconnect = () => {} } = {}) {
+  start();
+  const refresh = refresher();
+  connectLive({
+    groups,
+    onMessage: (message) => {
+      onMessage(message);
+      if (types.has(message.type) && accept(message)) refresh();
+    },
+    onOpen: ({ reconnected }) => {
+      if (reconnected) {
+        refresh();
+        onReconnect();
+      }
+    },
+  });
+  return refresh;
+}
