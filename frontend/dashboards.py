@@ -38,9 +38,9 @@ class HomeView(RoleView):
             .select_related("server")
             .order_by("-health", "server__name")[: self.PROBLEMS],
             "bad_streams": unhealthy[: self.PROBLEMS],
-            "live_now": Stream.objects.filter(live=True).select_related("server").order_by("-live_since")[
-                : self.LIVE_NOW
-            ],
+            "live_now": Stream.objects.filter(live=True)
+            .select_related("server")
+            .order_by("-live_since")[: self.LIVE_NOW],
             "pending": fleet.pending_sessions().select_related("server").order_by("-started")[: self.LIVE_NOW],
             "recent": AuditEntry.objects.all()[:10] if request_role(request) >= Role.ADMIN else [],
         }
@@ -68,7 +68,7 @@ class StreamListView(RoleView):
             streams = streams.filter(Q(name__icontains=query) | Q(app__icontains=query))
             pending = pending.filter(Q(public_name__icontains=query) | Q(app_name__icontains=query))
         server = request.GET.get("server", "")
-        if server.isdigit() and len(server) < 12:
+        if server.isascii() and server.isdigit() and len(server) < 12:
             streams = streams.filter(server_id=int(server))
             pending = pending.filter(server_id=int(server))
         app = request.GET.get("app", "").replace("\x00", "").strip()[:64]

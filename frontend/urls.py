@@ -27,6 +27,7 @@ urlpatterns = [
     path("publish-security/", views.PublishSecurityView.as_view(), name="publish-security"),
     path("servers/<int:pk>/hook-secret/", views.ServerHookSecretView.as_view(), name="server-hook-secret"),
     path("servers/<int:pk>/config/", views.ServerConfigView.as_view(), name="server-config"),
+    path("alerts/", views.AlertListView.as_view(), name="alert-list"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
     path("users/", views.UserListView.as_view(), name="user-list"),
     path("users/<int:pk>/", views.UserListView.as_view(), name="user-edit"),

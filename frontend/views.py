@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -11,6 +15,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import CharField, Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,8 +26,9 @@ from django.views import View
 
 from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
-from console.roles import Role, request_role, role_of
+from console.roles import GROUP_NAMES, Role, request_role, role_of
 from frontend import forms
+from monitoring.models import HealthTransition
 from streams import inventory, keys, rendering, sessions
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
@@ -158,17 +165,50 @@ class ApplicationDeleteView(DeleteView):
         return reverse("server-detail", args=[obj.server_id])
 
 
+KEY_STATES = ("active", "rotating", "expired", "revoked")
+
+
+def key_display_state(key: StreamKey, now: datetime) -> str:
+    """The key's state for people: ``rotating`` is an active key whose previous secret still works."""
+    state = str(key.state(now))
+    if state == StreamKey.State.ACTIVE and key.previous_valid_until and key.previous_valid_until > now:
+        return "rotating"
+    return state
+
+
+def keys_for_listing(queryset: QuerySet[StreamKey], now: datetime, state: str = "") -> QuerySet[StreamKey]:
+    """Keys with their last use and open-session count annotated: one query, however many keys."""
+    open_sessions = (
+        PublishSession.objects.filter(key=OuterRef("pk"), ended__isnull=True)
+        .order_by()
+        .values("key")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    qs = (
+        queryset.with_last_used()  # type: ignore[attr-defined]
+        .annotate(live_publishers=Coalesce(Subquery(open_sessions, output_field=IntegerField()), 0))
+        .order_by("public_name")
+    )
+    if state == "rotating":
+        return qs.with_state("active", now).filter(previous_valid_until__gt=now)  # type: ignore[no-any-return]
+    if state:
+        return qs.with_state(state, now)  # type: ignore[no-any-return]
+    return qs  # type: ignore[no-any-return]
+
+
 class ApplicationDetailView(RoleView):
+    """An application: who publishes now, and its keys (admins issue, rotate and revoke them here)."""
+
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         app = get_object_or_404(Application.objects.visible_to(request.user).select_related("server"), pk=pk)
         state = request.GET.get("state", "")
-        key_qs = app.keys.with_last_used().select_related("created_by").order_by("public_name")  # type: ignore[attr-defined]
-        if state in StreamKey.State.values:
-            key_qs = key_qs.with_state(state)  # type: ignore[attr-defined]
+        if state not in KEY_STATES:
+            state = ""
         now = timezone.now()
-        rows = [(key, key.state(now)) for key in key_qs]
+        rows = [(key, key_display_state(key, now)) for key in keys_for_listing(app.keys.all(), now, state)]
         live = app.publish_sessions.filter(ended__isnull=True).select_related("server", "key").order_by("public_name")
-        context = {"app": app, "rows": rows, "state": state, "live": live}
+        context = {"app": app, "rows": rows, "state": state, "states": KEY_STATES, "live": live}
         return render(request, "frontend/application_detail.html", context)
 
 
@@ -193,8 +233,16 @@ class KeyIssueView(RoleView):
         return render(request, "frontend/form.html", {"form": form, "title": f"Issue a key for {app}"}, status=400)
 
 
+def ffmpeg_command(publish_url: str) -> str:
+    """An example ffmpeg command line that publishes a file to ``publish_url`` as a live stream."""
+    return (
+        "ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -b:v 3000k -g 60 "
+        f"-c:a aac -b:a 128k -f flv {shlex.quote(publish_url)}"
+    )
+
+
 class KeyIssuedView(RoleView):
-    """Shows the secret of a key just issued, once; a reload finds it gone."""
+    """Shows the secret of a key just issued or rotated, once; a reload finds it gone."""
 
     read_role = Role.ADMIN
 
@@ -204,7 +252,13 @@ class KeyIssuedView(RoleView):
         context: dict[str, Any] = {"key": key, "secret": None}
         if once:
             issued = keys.IssuedKey(key=key, secret=once["secret"])
-            context.update(secret=issued.secret, obs_server_url=issued.obs_server_url, publish_url=issued.publish_url)
+            context.update(
+                secret=issued.secret,
+                obs_server_url=issued.obs_server_url,
+                publish_url=issued.publish_url,
+                ffmpeg_command=ffmpeg_command(issued.publish_url),
+                rotated=once.get("action") == "rotate",
+            )
         response = render(request, "frontend/key_issued.html", context)
         response["Cache-Control"] = "no-store"
         return response
@@ -215,9 +269,8 @@ class KeyRevokeView(RoleView):
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         key = get_object_or_404(StreamKey, pk=pk)
-        return render(
-            request, "frontend/confirm.html", {"title": f"Revoke {key}?", "danger": True, "form": forms.RevokeForm()}
-        )
+        title = f"Revoke {key}? Its live publishers are dropped at once."
+        return render(request, "frontend/confirm.html", {"title": title, "danger": True, "form": forms.RevokeForm()})
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         key = get_object_or_404(StreamKey, pk=pk)
@@ -261,7 +314,9 @@ class KeyDetailView(RoleView):
         history = Paginator(key.sessions.select_related("server").order_by("-started"), 25).get_page(
             request.GET.get("page")
         )
-        context = {"key": key, "state": key.state(), "history": history, "rotate_form": forms.RotateForm()}
+        now = timezone.now()
+        context = {"key": key, "state": key.state(now), "display_state": key_display_state(key, now),
+                   "history": history, "rotate_form": forms.RotateForm()}  # fmt: skip
         return render(request, "frontend/key_detail.html", context)
 
 
@@ -279,7 +334,7 @@ class KeyRotateView(RoleView):
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
             return redirect("key-detail", pk=pk)
-        _show_once(request, "key", issued.key.pk, issued.secret)
+        _show_once(request, "key", issued.key.pk, issued.secret, action="rotate")
         return redirect("key-issued", pk=issued.key.pk)
 
 
@@ -382,9 +437,13 @@ class UserListView(RoleView):
         return self._render(form, user, status=400)
 
     def _render(self, form: Any, editing: Any, status: int = 200) -> HttpResponse:
-        rows = [
-            (u, role_of(u).label if role_of(u) else "no access") for u in get_user_model().objects.order_by("username")
-        ]
+        rows = []
+        for u in get_user_model().objects.prefetch_related("groups").order_by("username"):
+            names = {g.name for g in u.groups.all()}  # prefetched: no query per user
+            granted = max((r for r, name in GROUP_NAMES.items() if name in names), default=Role.NONE)
+            u._tally_role = int(granted)  # type: ignore[attr-defined]  # role_of's cache, filled from the prefetch
+            role = role_of(u)
+            rows.append((u, role.label if role else "no access"))
         context = {"rows": rows, "form": form, "editing": editing}
         return render(self.request, "frontend/user_list.html", context, status=status)
 
@@ -401,7 +460,8 @@ class AuditListView(RoleView):
         }
         entries = entries.filter(**filters)
         page = Paginator(entries, 50).get_page(request.GET.get("page"))
-        return render(request, "frontend/audit_list.html", {"page": page, "filters": filters})
+        context = {"page": page, "filters": filters, "query_string": urlencode(filters)}
+        return render(request, "frontend/audit_list.html", context)
 
 
 class TokenListView(RoleView):
@@ -437,3 +497,111 @@ class TokenRevokeView(RoleView):
         token = tokens.revoke_token(get_object_or_404(ApiToken, pk=pk), self.actor())
         messages.success(request, f"Revoked token {token}.")
         return redirect("token-list")
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One line of the alerts page: what happened (``kind``), when, and the row it comes from."""
+
+    kind: str
+    at: datetime
+    obj: Any
+
+
+FEED_WINDOW = 5000
+EVENT_KINDS = {
+    "health": "Server health",
+    "started": "Publish started",
+    "stopped": "Publish stopped",
+    "rejected": "Publish refused",
+}
+
+
+def _event_source(kind: str, server_id: int | None) -> QuerySet[Any]:
+    """One kind of event as (at, kind, id) rows: the branches of the merged feed line up column by column."""
+    qs: QuerySet[Any]
+    if kind == "health":
+        qs, at = HealthTransition.objects.all(), "at"
+    elif kind == "started":
+        qs, at = PublishSession.objects.all(), "started"
+    elif kind == "stopped":
+        qs, at = PublishSession.objects.filter(ended__isnull=False), "ended"
+    else:
+        qs, at = PublishReject.objects.all(), "created"
+    # The newest FEED_WINDOW rows of each table (a primary-key range, so the feed never scans a table of
+    # millions of sessions; rows are inserted in time order).
+    newest = qs.model._default_manager.order_by("-pk").values("pk")[:1]
+    qs = qs.filter(pk__gt=Subquery(newest) - Value(FEED_WINDOW))
+    if server_id is not None:
+        qs = qs.filter(server_id=server_id)
+    return (
+        qs.order_by()
+        .annotate(ev_at=F(at), ev_kind=Value(kind, output_field=CharField()), ev_id=F("pk"))
+        .values_list("ev_at", "ev_kind", "ev_id")
+    )
+
+
+def event_feed(kinds: Iterable[str], server_id: int | None = None) -> QuerySet[Any]:
+    """Health transitions, publish starts and stops and refused publishes, newest first, in one query
+    (a UNION ALL: a page of it is one query, its count another)."""
+    sources = [_event_source(kind, server_id) for kind in kinds]
+    feed = sources[0].union(*sources[1:], all=True) if len(sources) > 1 else sources[0]
+    return feed.order_by("-ev_at", "ev_kind", "-ev_id")
+
+
+def load_events(rows: Iterable[tuple[datetime, str, int]]) -> list[FeedEvent]:
+    """The rows behind a page of the feed: one query per table, whatever the page holds."""
+    rows = list(rows)
+    wanted: dict[str, set[int]] = {"health": set(), "session": set(), "rejected": set()}
+    for _at, kind, pk in rows:
+        wanted["session" if kind in ("started", "stopped") else kind].add(pk)
+    objects: dict[str, dict[int, Any]] = {
+        "health": HealthTransition.objects.select_related("server").in_bulk(wanted["health"])
+        if wanted["health"]
+        else {},
+        "session": PublishSession.objects.select_related("server", "key").in_bulk(wanted["session"])
+        if wanted["session"]
+        else {},
+        "rejected": PublishReject.objects.select_related("server", "key").in_bulk(wanted["rejected"])
+        if wanted["rejected"]
+        else {},
+    }
+    events = []
+    for at, kind, pk in rows:
+        obj = objects["session" if kind in ("started", "stopped") else kind].get(pk)
+        if obj is not None:  # deleted between the two queries
+            events.append(FeedEvent(kind=kind, at=at, obj=obj))
+    return events
+
+
+class AlertListView(RoleView):
+    """Events now: what happened across the fleet, newest first. Alert rules and their notifications
+    come with the Alerts feature and will be listed here too."""
+
+    PER_PAGE = 50
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        kind = request.GET.get("kind", "")
+        if kind not in EVENT_KINDS:
+            kind = ""
+        server = request.GET.get("server", "")
+        server_id = int(server) if server.isascii() and server.isdigit() and len(server) < 10 else None
+        servers = list(Server.objects.visible_to(request.user).values_list("pk", "name"))
+        if server_id is not None and server_id not in {pk for pk, _name in servers}:
+            server_id = None
+        feed = event_feed([kind] if kind else list(EVENT_KINDS), server_id)
+        page = Paginator(feed, self.PER_PAGE).get_page(request.GET.get("page"))
+        filters = {k: v for k, v in (("kind", kind), ("server", str(server_id or ""))) if v}
+        context = {
+            "page": page,
+            "events": load_events(page.object_list),
+            "kinds": EVENT_KINDS,
+            "kind": kind,
+            "kind_label": EVENT_KINDS.get(kind, ""),
+            "servers": servers,
+            "server_id": server_id,
+            "server_name": dict(servers).get(server_id or 0, ""),
+            "filters": filters,
+            "query_string": urlencode(filters),
+        }
+        return render(request, "frontend/alerts.html", context)

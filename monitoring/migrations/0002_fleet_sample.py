@@ -4,24 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0001_initial'),
+        ("monitoring", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FleetSample',
+            name="FleetSample",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('at', models.DateTimeField(db_index=True)),
-                ('servers_up', models.IntegerField()),
-                ('servers_degraded', models.IntegerField()),
-                ('servers_down', models.IntegerField()),
-                ('live_streams', models.IntegerField()),
-                ('viewers', models.IntegerField()),
-                ('ingest_kbps', models.FloatField()),
-                ('egress_kbps', models.FloatField()),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("at", models.DateTimeField(db_index=True)),
+                ("servers_up", models.IntegerField()),
+                ("servers_degraded", models.IntegerField()),
+                ("servers_down", models.IntegerField()),
+                ("live_streams", models.IntegerField()),
+                ("viewers", models.IntegerField()),
+                ("ingest_kbps", models.FloatField()),
+                ("egress_kbps", models.FloatField()),
             ],
         ),
     ]

@@ -1,42 +1,20 @@
 """The Foundation flow in a real headless Chromium (Debian's, driven by Playwright): log in, add a server,
-an application and a key (the secret shows once), revoke it, find every step in the audit log.
+an application and a key (the issue dialog shows the secret once), revoke it, find every step in the audit log.
 Screenshots of a failing run land in test-artifacts/."""
 
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests import factories
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--no-first-run"]  # fmt: skip
+from tests.frontend.browser import browser, log_in  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def browser_page(request):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        yield page
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        browser.close()
-
-
-def test_admin_flow_in_a_real_browser(transactional_db, live_server, request):
+def test_admin_flow_in_a_real_browser(transactional_db, live_server, browser):  # noqa: F811
     factories.make_user("boss", "admin")
     base = f"http://127.0.0.1:{live_server.thread.port}"
-    page = request.getfixturevalue("browser_page")
-    page.goto(f"{base}/servers/")
-    page.fill("#id_username", "boss")
-    page.fill("#id_password", factories.PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/servers/")
+    page = browser()
+    log_in(page, base, "boss", "/servers/")
     page.click("text=Add server")
     page.fill("#id_name", "school-origin")
     page.fill("#id_host", "192.0.2.10")
@@ -50,6 +28,12 @@ def test_admin_flow_in_a_real_browser(transactional_db, live_server, request):
     page.click("main button[type=submit]")
     secret = page.inner_text("[data-testid=secret]")
     assert len(secret) >= 32 and "rtmp://192.0.2.10/live/" + secret in page.content()
+    # The issue dialog: modal, keyboard focus on its first copy button, Esc closes it.
+    page.wait_for_function("document.querySelector('#key-dialog').matches(':modal')")  # the module upgraded it
+    assert page.evaluate("document.activeElement.dataset.copy") is not None
+    assert page.inner_text("#key-dialog").count(secret) >= 2  # the key alone and inside the full URL
+    page.keyboard.press("Escape")
+    assert not page.evaluate("document.querySelector('#key-dialog').open")
     page.reload()
     assert page.locator("[data-testid=secret]").count() == 0 and secret not in page.content()
     page.goto(page.url.replace("/issued/", "/"))  # the key's own page

@@ -54,7 +54,7 @@ def test_overview_counts_sparklines_problems_first_and_what_is_live(fleet, viewe
     assert response.status_code == 200
     tiles = html[html.index('id="fleet-tiles"') : html.index('id="fleet-problems"')]
     assert re.search(r'tile-streams"><b>3</b>', tiles)  # 2 polled + 1 accepted by a callback, not polled yet
-    assert "1.50 Mbps" in tiles and "600 kbps" in tiles and '<b>3</b><span>viewers' in tiles
+    assert "1.50 Mbps" in tiles and "600 kbps" in tiles and "<b>3</b><span>viewers" in tiles
     assert tiles.count('class="spark"') == 5 and 'data-points="5"' in tiles
     problems = html[html.index('id="fleet-problems"') : html.index('id="fleet-live"')]
     assert "edge-down" in problems and "connection refused" in problems and "live/frozen" in problems

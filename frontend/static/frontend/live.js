@@ -160,8 +160,12 @@ function tickUptimes(root = document) {
   }
 }
 
-/** Page start-up shared by every page module. */
+let started = false;
+
+/** Page start-up shared by every page (base.html loads pages/base.js); runs once per page. */
 export function start() {
+  if (started) return;
+  started = true;
   decorate();
   setInterval(() => tickUptimes(), 1000);
 }
