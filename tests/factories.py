@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.test import Client
 from rest_framework.test import APIClient
 
 from console import audit, tokens
@@ -47,4 +48,11 @@ def token_client(user: Any, role_ceiling: str = "admin") -> APIClient:
     issued = tokens.issue_token(user, f"{user.username}-token", role_ceiling, audit.Actor.system())
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    return client
+
+
+def logged_in(user: Any) -> Client:
+    """A page client with ``user``'s session."""
+    client = Client()
+    client.force_login(user)
     return client

@@ -16,14 +16,9 @@ from console.models import AuditEntry
 from monitoring.models import HealthTransition
 from streams.models import PublishReject, PublishSession
 from tests import factories
+from tests.factories import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def kinds_of(page):

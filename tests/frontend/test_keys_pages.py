@@ -6,7 +6,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from console import audit
@@ -14,16 +13,11 @@ from console.tokens import hash_secret
 from streams import keys
 from streams.models import PublishSession, StreamKey
 from tests import factories
+from tests.factories import logged_in
 
 pytestmark = pytest.mark.django_db
 
 ADMIN_CONTROLS = ("Issue key", "Revoke", "Rotate", "Edit", "Delete")
-
-
-def logged_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def dialog_of(page):

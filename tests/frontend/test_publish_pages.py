@@ -3,21 +3,15 @@
 import re
 
 import pytest
-from django.test import Client
 
 from console import audit
 from streams import keys
 from streams.models import PublishReject, PublishSession
 from streams.ratelimit import publish_failures
 from tests import factories
+from tests.factories import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def open_session(issued, client_id="1"):

@@ -9,13 +9,13 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.template.defaultfilters import date
-from django.test import Client
 from django.utils import timezone
 
 from monitoring.models import Health, HealthTransition, ServerStatus, Stream
 from streams import rendering
 from streams.models import PublishSession, Server
 from tests import factories
+from tests.factories import logged_in
 from tests.frontend.browser import browser, live_console, log_in  # noqa: F401  (fixtures)
 from tests.nginx import free_port
 
@@ -52,12 +52,6 @@ def live_stream(server, name, now, app="live", **latest):
         last_seen=now, latest={"bitrate_in_kbps": 2500.0, "fps": 30.0, "width": 1920, "height": 1080,
                                "video_codec": "H264", "audio_codec": "AAC", "viewers": 4, **latest},
     )  # fmt: skip
-
-
-def logged_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def rows(html):
