@@ -214,11 +214,30 @@ HEALTH_UP_AFTER = env_int("TALLY_HEALTH_UP_AFTER", 2)  # good polls in a row to 
 RELOAD_GRACE_S = env_int("TALLY_RELOAD_GRACE_S", 30)  # a stream with an open callback session may be absent
 HISTORY_SAMPLES_HOURS = env_int("TALLY_HISTORY_SAMPLES_HOURS", 48)
 HISTORY_ROLLUP_DAYS = env_int("TALLY_HISTORY_ROLLUP_DAYS", 90)
+ALERT_TICK_S = env_int("TALLY_ALERT_TICK_S", 2)  # how often alert conditions are evaluated and notices sent
+ALERT_EMAILS = env_list("TALLY_ALERT_EMAILS", [])  # recipients of every alert, besides rules and subscribers
+ALERT_REMIND_S = env_int("TALLY_ALERT_REMIND_S", 900)  # first reminder of an open alert; then doubling, ≤ 24 h
+DELIVERY_LEASE_S = env_int("TALLY_DELIVERY_LEASE_S", 60)  # a claimed notice is sent again after this if unsent
+DELIVERY_RETRY_S = env_int("TALLY_DELIVERY_RETRY_S", 5)  # first retry of a failed notice; then doubling
+DELIVERY_RETRY_MAX_S = env_int("TALLY_DELIVERY_RETRY_MAX_S", 300)
+CONSOLE_URL = env_str("TALLY_CONSOLE_URL", CALLBACK_BASE_URL).rstrip("/")  # links in notices
+# Outgoing e-mail (alerts): Django's SMTP backend.
+EMAIL_BACKEND = env_str("TALLY_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("TALLY_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("TALLY_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("TALLY_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_secret("TALLY_EMAIL_PASSWORD")
+EMAIL_USE_TLS = env_bool("TALLY_EMAIL_STARTTLS")
+EMAIL_USE_SSL = env_bool("TALLY_EMAIL_SSL")
+EMAIL_TIMEOUT = env_int("TALLY_EMAIL_TIMEOUT_S", 10)
+DEFAULT_FROM_EMAIL = env_str("TALLY_EMAIL_FROM", "tally@localhost")
 CELERY_BEAT_SCHEDULE = {
     "console.heartbeat": {"task": "console.heartbeat", "schedule": float(HEARTBEAT_INTERVAL_S)},
     "monitoring.poll_all": {"task": "monitoring.poll_all", "schedule": float(POLL_INTERVAL_S)},
     "monitoring.roll_up": {"task": "monitoring.roll_up", "schedule": 60.0},
     "monitoring.prune": {"task": "monitoring.prune", "schedule": 3600.0},
+    "monitoring.evaluate_alerts": {"task": "monitoring.evaluate_alerts", "schedule": float(ALERT_TICK_S)},
+    "monitoring.send_notices": {"task": "monitoring.send_notices", "schedule": float(ALERT_TICK_S)},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -6,7 +6,9 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self) -> None:
-        from monitoring import fleet
+        from monitoring import alerting, fleet
         from streams import events
 
+        # In this order: the stream leaves the live list, then the drop is judged.
         events.publish_stopped.connect(fleet.stream_stopped_by_callback, dispatch_uid="monitoring.stream_stopped")
+        events.publish_stopped.connect(alerting.on_publish_stopped, dispatch_uid="monitoring.stream_dropped")

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from monitoring import history, live
+from monitoring import alerting, history, live
 from monitoring.models import Health, HealthTransition, ServerSample, ServerStatus, Stream, StreamSample
 from monitoring.snapshots import ServerSnapshot, StreamSnapshot
 from streams.models import PublishSession
@@ -180,6 +180,8 @@ class _Cycle:
                 self._streams(server_id, snapshot)
         self._stop_messages()
         self._write()
+        for stream in self.stopped:  # polls no longer show it (and no callback session vouches for it)
+            alerting.stream_dropped(stream.server_id, stream.app, stream.name, self.now)
         self.outcome.started = [stream.pk for stream in self.started]
         self._chart_figures()
         for group, message_type, payload in self.messages + _stream_messages(self.stream_messages):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from monitoring import history, polling
+from monitoring import alerting, history, polling
 
 
 @shared_task(name="monitoring.poll_all", ignore_result=True)
@@ -18,3 +18,13 @@ def roll_up() -> None:
 @shared_task(name="monitoring.prune", ignore_result=True)
 def prune() -> None:
     history.prune()
+
+
+@shared_task(name="monitoring.evaluate_alerts", ignore_result=True)
+def evaluate_alerts() -> None:
+    alerting.evaluate()
+
+
+@shared_task(name="monitoring.send_notices", ignore_result=True)
+def send_notices() -> None:
+    alerting.send_due()
