@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min, Model
 from django.utils import timezone
 
-from monitoring.models import FleetSample, ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
+from monitoring.models import Alert, FleetSample, ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
 
 MAX_POINTS = 2_000  # most points a history query returns (the step is made coarser to fit)
 MIN_STEP_S = 1
@@ -158,7 +158,7 @@ def _roll_up_window(spec: _RollupSpec, start: datetime, end: datetime) -> int:
 def prune(now: datetime | None = None) -> dict[str, int]:
     """Delete samples older than HISTORY_SAMPLES_HOURS and rollups older than HISTORY_ROLLUP_DAYS,
     PRUNE_BATCH rows per statement, then the streams not live and not seen for HISTORY_ROLLUP_DAYS (their
-    history is gone by then); return the rows deleted per table."""
+    history is gone by then) and the alerts ended that long ago; return the rows deleted per table."""
     now = now or timezone.now()
     samples_cutoff = now - timedelta(hours=settings.HISTORY_SAMPLES_HOURS)
     rollups_cutoff = now - timedelta(days=settings.HISTORY_ROLLUP_DAYS)
@@ -171,6 +171,8 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     }
     gone = Stream.objects.filter(live=False, last_seen__lt=rollups_cutoff)
     deleted["streams"] = gone.delete()[1].get(Stream._meta.label, 0)
+    ended = Alert.objects.filter(state__in=[Alert.State.CLOSED, Alert.State.CANCELLED], closed_at__lt=rollups_cutoff)
+    deleted["alerts"] = ended.delete()[1].get(Alert._meta.label, 0)  # their notices go with them
     return deleted
 
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from monitoring import history
-from monitoring.models import ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
+from monitoring.models import Alert, FleetSample, ServerRollup, ServerSample, Stream, StreamRollup, StreamSample
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -190,20 +190,31 @@ def test_prune_honours_both_retentions(server, settings, monkeypatch):
 
     forgotten = make_stream(server, "forgotten")
     Stream.objects.filter(pk=forgotten.pk).update(live=False, last_seen=now - timedelta(days=3, seconds=1))
+    for at in (old, kept):
+        FleetSample.objects.create(at=at, servers_up=1, servers_degraded=0, servers_down=0, live_streams=1, viewers=0,
+                                   ingest_kbps=0, egress_kbps=0)  # fmt: skip
+    long_ago = now - timedelta(days=3, seconds=1)
+    for state, closed_at in (("closed", long_ago), ("cancelled", long_ago), ("closed", now), ("open", None)):
+        Alert.objects.create(condition="server_down", subject=f"server:{server.pk}", server=server, title="t",
+                             state=state, started_at=long_ago, closed_at=closed_at)  # fmt: skip
     assert history.prune(now=now) == {
         "stream_samples": 9,
         "server_samples": 1,
+        "fleet_samples": 1,
         "stream_rollups": 2,
         "server_rollups": 2,
         "streams": 1,
+        "alerts": 2,
     }
+    assert Alert.objects.count() == 2  # the open one and the one closed lately
     assert list(Stream.objects.values_list("name", flat=True)) == [cam.name]  # live, or seen lately
     assert list(StreamSample.objects.values_list("at", flat=True)) == [kept]
     assert list(ServerSample.objects.values_list("at", flat=True)) == [kept]
     assert StreamRollup.objects.count() == ServerRollup.objects.count() == 2
     assert min(StreamRollup.objects.values_list("minute", flat=True)) > now - timedelta(days=3)
     assert history.prune(now=now) == dict.fromkeys(
-        ["stream_samples", "server_samples", "stream_rollups", "server_rollups", "streams"], 0
+        ["stream_samples", "server_samples", "fleet_samples", "stream_rollups", "server_rollups", "streams", "alerts"],
+        0,
     )
 
 
