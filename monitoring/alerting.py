@@ -536,7 +536,7 @@ def send_due(now: datetime | None = None, limit: int = SEND_BATCH) -> int:
     now = now or timezone.now()
     sent = 0
     for delivery in _claim(now, limit):
-        sent += _send(delivery)
+        sent += _send(delivery, now)
     return sent
 
 
@@ -550,7 +550,7 @@ def send_now(delivery: Delivery) -> bool:
     if not claimed:
         return False
     delivery.refresh_from_db()
-    return bool(_send(delivery))
+    return bool(_send(delivery, now))
 
 
 def _claim(now: datetime, limit: int) -> list[Delivery]:
@@ -576,14 +576,15 @@ class SendError(Exception):
         self.status = status
 
 
-def _send(delivery: Delivery) -> int:
+def _send(delivery: Delivery, now: datetime) -> int:
+    """Send one claimed notice; on failure, schedule the retry from ``now`` (the time of the claim)."""
     started = time.monotonic()
     try:
         if delivery.channel is not None and not delivery.channel.enabled and delivery.event != Delivery.Event.TEST:
             raise SendError(f"channel disabled: {delivery.channel.disabled_reason or 'by an admin'}", permanent=True)
         status = _send_email(delivery) if delivery.kind == NotificationChannel.Kind.EMAIL else _send_webhook(delivery)
     except (SendError, OSError, httpx.HTTPError, ValueError) as exc:
-        _failed(delivery, exc)
+        _failed(delivery, exc, now)
         return 0
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.SENT, sent_at=timezone.now(), claimed_until=None, last_error="",
@@ -594,7 +595,7 @@ def _send(delivery: Delivery) -> int:
     return 1
 
 
-def _failed(delivery: Delivery, exc: Exception) -> None:
+def _failed(delivery: Delivery, exc: Exception, now: datetime) -> None:
     permanent = isinstance(exc, SendError) and exc.permanent
     status = exc.status if isinstance(exc, SendError) else None
     webhook = delivery.kind == NotificationChannel.Kind.WEBHOOK
@@ -604,7 +605,7 @@ def _failed(delivery: Delivery, exc: Exception) -> None:
     log.warning("notice %s to %s failed (attempt %d): %s", delivery.pk, delivery.target, delivery.attempts, message)
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.FAILED if give_up else Delivery.Status.PENDING, claimed_until=None,
-        next_attempt_at=timezone.now() + timedelta(seconds=wait), last_error=message, last_status_code=status,
+        next_attempt_at=now + timedelta(seconds=wait), last_error=message, last_status_code=status,
     )  # fmt: skip
     if webhook and permanent and delivery.channel_id:
         _count_permanent_failure(delivery.channel_id, message)
