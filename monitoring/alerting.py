@@ -207,6 +207,12 @@ def stream_dropped(server_id: int, app: str, name: str, at: datetime, reason: st
     subject = stream_subject(server_id, app, name)
     label = f"{app}/{name}"
     server_name = Server.objects.filter(pk=server_id).values_list("name", flat=True).first() or f"#{server_id}"
+    earlier = Alert.objects.filter(condition=Condition.STREAM_DROPPED, subject=subject,
+                                   state__in=[Alert.State.PENDING, Alert.State.OPEN]).first()  # fmt: skip
+    if earlier is not None:
+        if not _back_since(server_id, app, name, stream, earlier.started_at):
+            return None  # the same drop, reported by the callback and by a poll
+        _end(earlier, at, "back live")  # it came back and dropped again before a tick saw it
     drops = Alert.objects.filter(condition=Condition.STREAM_DROPPED, subject=subject, started_at__gte=at - DROP_WINDOW)
     common = {"rule": rule, "subject": subject, "server_id": server_id, "stream": stream, "started_at": at}
     if drops.count() >= UNSTABLE_AFTER:
@@ -228,6 +234,15 @@ def stream_dropped(server_id: int, app: str, name: str, at: datetime, reason: st
         detail=f"{label} stopped publishing{why} and was not back within {rule.duration_s} s.",
         due_at=at + timedelta(seconds=rule.duration_s), **common,
     )  # fmt: skip
+
+
+def _back_since(server_id: int, app: str, name: str, stream: Stream | None, since: datetime) -> bool:
+    """Did the stream start publishing again after ``since`` (a new callback session, or polls)?"""
+    if stream is not None and stream.live_since is not None and stream.live_since > since:
+        return True
+    return PublishSession.objects.filter(
+        server_id=server_id, app_name=app, public_name=name, started__gt=since
+    ).exists()
 
 
 def on_publish_stopped(sender: Any, session: PublishSession, **kwargs: Any) -> None:
@@ -647,6 +662,9 @@ def _send_webhook(delivery: Delivery) -> int:
     channel = delivery.channel
     if channel is None:
         raise SendError("webhook channel deleted", permanent=True)
+    if not channel.secret:  # unreadable after an encryption key change: never send unsigned
+        raise SendError("the channel's signing secret cannot be read (encryption key changed?); rotate it",
+                        permanent=True)  # fmt: skip
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
     timestamp = math.floor(time.time())
     headers = {

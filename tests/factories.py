@@ -56,3 +56,18 @@ def logged_in(user: Any) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def default_alert_rules() -> dict[str, Any]:
+    """The two rules the migration creates (stream dropped, server down), by condition. Tests that flush
+    the database (``transactional_db``) remove them; this puts them back."""
+    from monitoring.models import AlertRule
+
+    defaults = {"stream_dropped": ("Stream dropped", 15), "server_down": ("Server down", 0)}
+    return {
+        condition: AlertRule.objects.get_or_create(
+            condition=condition, server=None, application=None, key=None,
+            defaults={"name": name, "duration_s": duration_s},
+        )[0]
+        for condition, (name, duration_s) in defaults.items()
+    }  # fmt: skip

@@ -276,6 +276,10 @@ class FfmpegPublisher(_FfmpegProcess):
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
         return self._stop(signal.SIGTERM, grace_s)
 
+    def kill(self) -> int:
+        """SIGKILL at once: the encoder dies without closing its stream (a crash, a pulled cable)."""
+        return self._stop(signal.SIGKILL, 1)
+
 
 class FfmpegPlayer(_FfmpegProcess):
     """Reads ``url`` for ``seconds`` of media into the null muxer; ``frames()`` counts decoded video frames.

@@ -1,19 +1,14 @@
 """Headless Chromium (Debian's, driven by Playwright; no browser download) and a live console to point it at.
 
 ``browser``: a fixture returning ``new_page()``; every page of a failing test is saved as a screenshot in
-``test-artifacts/``. ``live_console``: daphne (HTTP + websockets) in a subprocess on the test PostgreSQL
-and Redis, with the in-process timer polling every second. Inside Playwright's sync API no ORM call works
-(it runs an event loop in the test's thread): set the database up before, read it through the pages.
+``test-artifacts/``. ``live_console``: ``tests.live_console.run_console`` as a fixture. Inside
+Playwright's sync API no ORM call works (it runs an event loop in the test's thread): set the database
+up before, read it through the pages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,11 +16,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests import factories
-from tests.nginx import free_port, terminate
+from tests.live_console import run_console
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -70,33 +64,5 @@ def log_in(page: Page, base: str, username: str, next_path: str = "/") -> None:
 @pytest.fixture
 def live_console(transactional_db: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     """The console as ``make serve-ws`` runs it (daphne), on the test database and Redis; ``base`` is its URL."""
-    db = settings.DATABASES["default"]
-    database_url = (
-        f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'] or '')}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "TALLY_"))}
-    # tests.settings: the scalable configuration plus the fast password hasher the test users were made with.
-    env.update(DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url, REDIS_URL=settings.REDIS_URL,
-               TALLY_BACKGROUND_IN_PROCESS="1", TALLY_POLL_INTERVAL_S="1", TALLY_VAR_DIR=str(tmp_path / "var"))  # fmt: skip
-    port = free_port()
-    log_path = tmp_path / "console.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/login/", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            terminate(process)
-            raise RuntimeError(f"the console did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield SimpleNamespace(base=base, process=process, log_path=log_path)
-    terminate(process)
+    with run_console(tmp_path) as console:
+        yield console

@@ -4,15 +4,9 @@ checks webhook signatures. The end-to-end runs with nginx-rtmp and ffmpeg are in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.utils import timezone
 
 from monitoring import alerting
@@ -33,6 +27,7 @@ from streams import sessions
 from streams.models import PublishSession
 from tests import factories
 from tests.nginx import free_port
+from tests.receivers import SmtpServer, WebhookReceiver
 
 pytestmark = pytest.mark.django_db
 T0 = timezone.now().replace(microsecond=0)
@@ -46,6 +41,7 @@ def at(seconds):
 def app(settings):
     settings.ALERT_EMAILS = ["noc@example.test"]
     settings.ALERT_REMIND_S = 600
+    factories.default_alert_rules()
     return factories.make_application(factories.make_server("gym-origin"))
 
 
@@ -203,7 +199,7 @@ def test_recipients_rule_channels_subscribers_and_the_default_list(app, viewer):
     Subscription.objects.create(user=viewer, application=app)
     hook = NotificationChannel.objects.create(name="hook", kind="webhook", url="http://127.0.0.1:9/", secret="s")
     team = NotificationChannel.objects.create(name="team", kind="email", emails=["team@example.test"])
-    rule = AlertRule.objects.get(condition=Condition.STREAM_DROPPED, server=None)
+    rule = factories.default_alert_rules()["stream_dropped"]
     rule.emails = ["rule@example.test"]
     rule.save()
     rule.channels.set([hook, team])
@@ -218,64 +214,25 @@ def test_recipients_rule_channels_subscribers_and_the_default_list(app, viewer):
 # --- sending, to real loopback receivers -----------------------------------------------------------------
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp(settings):
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
+    server = SmtpServer().start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    yield inbox
-    controller.stop()
-
-
-class Receiver(ThreadingHTTPServer):
-    """A webhook endpoint: answers ``status`` and keeps (headers, body, signature valid)."""
-
-    def __init__(self, secret, status=204):
-        self.secret, self.status, self.calls = secret, status, []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                fields = dict(part.split("=", 1) for part in self.headers["X-Tally-Signature"].split(","))
-                mac = hmac.new(receiver.secret.encode(), fields["t"].encode() + b"." + body, hashlib.sha256)
-                receiver.calls.append((dict(self.headers), json.loads(body),
-                                       hmac.compare_digest(mac.hexdigest(), fields["v1"])))  # fmt: skip
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_port}/hook"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    yield server.inbox
+    server.stop()
 
 
 def open_alert(app, channel=None):
     if channel is not None:
-        AlertRule.objects.get(condition=Condition.SERVER_DOWN, server=None).channels.set([channel])
+        factories.default_alert_rules()["server_down"].channels.set([channel])
     ServerStatus.objects.create(server=app.server, health=Health.DOWN)
     alerting.evaluate()
     return Alert.objects.get()
 
 
 def test_email_and_signed_webhook_are_sent_with_their_idempotency_key(app, smtp):
-    receiver = Receiver("hook-secret")
+    receiver = WebhookReceiver("hook-secret")
     channel = NotificationChannel.objects.create(name="ops", kind="webhook", url=receiver.url, secret="hook-secret")
     alert = open_alert(app, channel)
     assert alerting.send_due() == 2
@@ -322,7 +279,7 @@ def test_a_claim_left_by_a_dead_worker_is_sent_again(app, smtp):
 
 
 def test_a_webhook_failing_permanently_is_disabled(app):
-    receiver = Receiver("s", status=410)
+    receiver = WebhookReceiver("s", status=410)
     channel = NotificationChannel.objects.create(name="gone", kind="webhook", url=receiver.url, secret="s")
     for i in range(NotificationChannel.DISABLE_AFTER):
         Delivery.objects.create(channel=channel, kind="webhook", target=channel.url, event="test",
@@ -330,7 +287,11 @@ def test_a_webhook_failing_permanently_is_disabled(app):
                                 created=timezone.now())  # fmt: skip
     alerting.send_due()
     channel.refresh_from_db()
-    assert not channel.enabled and "5 permanent failures" in channel.disabled_reason and "HTTP 410" in channel.disabled_reason
+    assert (
+        not channel.enabled
+        and "5 permanent failures" in channel.disabled_reason
+        and "HTTP 410" in channel.disabled_reason
+    )
     assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
     receiver.shutdown()
 
