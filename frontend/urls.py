@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import dashboards, server_pages, views
+from frontend import alert_pages, dashboards, server_pages, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
@@ -27,7 +27,23 @@ urlpatterns = [
     path("publish-security/", views.PublishSecurityView.as_view(), name="publish-security"),
     path("servers/<int:pk>/hook-secret/", views.ServerHookSecretView.as_view(), name="server-hook-secret"),
     path("servers/<int:pk>/config/", views.ServerConfigView.as_view(), name="server-config"),
-    path("alerts/", views.AlertListView.as_view(), name="alert-list"),
+    path("alerts/", alert_pages.AlertListView.as_view(), name="alert-list"),
+    path("alerts/<int:pk>/", alert_pages.AlertDetailView.as_view(), name="alert-detail"),
+    path("alerts/<int:pk>/acknowledge/", alert_pages.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),
+    path("alerts/mutes/", alert_pages.MuteListView.as_view(), name="alert-mutes"),
+    path("alerts/mutes/<int:pk>/end/", alert_pages.MuteEndView.as_view(), name="alert-mute-end"),
+    path("alerts/rules/", alert_pages.RuleListView.as_view(), name="alert-rules"),
+    path("alerts/rules/new/", alert_pages.RuleFormView.as_view(), name="alert-rule-create"),
+    path("alerts/rules/<int:pk>/", alert_pages.RuleFormView.as_view(), name="alert-rule-edit"),
+    path("alerts/rules/<int:pk>/delete/", alert_pages.RuleDeleteView.as_view(), name="alert-rule-delete"),
+    path("alerts/channels/", alert_pages.ChannelListView.as_view(), name="alert-channels"),
+    path("alerts/channels/test/", alert_pages.TestAddressView.as_view(), name="alert-channel-test-address"),
+    path("alerts/channels/<int:pk>/", alert_pages.ChannelListView.as_view(), name="alert-channel-edit"),
+    path("alerts/channels/<int:pk>/test/", alert_pages.ChannelTestView.as_view(), name="alert-channel-test"),
+    path("alerts/channels/<int:pk>/rotate/", alert_pages.ChannelRotateView.as_view(), name="alert-channel-rotate"),
+    path("alerts/channels/<int:pk>/enable/", alert_pages.ChannelEnableView.as_view(), name="alert-channel-enable"),
+    path("alerts/channels/<int:pk>/delete/", alert_pages.ChannelDeleteView.as_view(), name="alert-channel-delete"),
+    path("alerts/subscribe/", alert_pages.SubscribeView.as_view(), name="alert-subscribe"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
     path("users/", views.UserListView.as_view(), name="user-list"),
     path("users/<int:pk>/", views.UserListView.as_view(), name="user-edit"),

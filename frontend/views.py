@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import CharField, Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -28,7 +26,6 @@ from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
 from console.roles import GROUP_NAMES, Role, request_role, role_of
 from frontend import forms
-from monitoring.models import HealthTransition
 from streams import inventory, keys, rendering, sessions
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
@@ -497,111 +494,3 @@ class TokenRevokeView(RoleView):
         token = tokens.revoke_token(get_object_or_404(ApiToken, pk=pk), self.actor())
         messages.success(request, f"Revoked token {token}.")
         return redirect("token-list")
-
-
-@dataclass(frozen=True)
-class FeedEvent:
-    """One line of the alerts page: what happened (``kind``), when, and the row it comes from."""
-
-    kind: str
-    at: datetime
-    obj: Any
-
-
-FEED_WINDOW = 5000
-EVENT_KINDS = {
-    "health": "Server health",
-    "started": "Publish started",
-    "stopped": "Publish stopped",
-    "rejected": "Publish refused",
-}
-
-
-def _event_source(kind: str, server_id: int | None) -> QuerySet[Any]:
-    """One kind of event as (at, kind, id) rows: the branches of the merged feed line up column by column."""
-    qs: QuerySet[Any]
-    if kind == "health":
-        qs, at = HealthTransition.objects.all(), "at"
-    elif kind == "started":
-        qs, at = PublishSession.objects.all(), "started"
-    elif kind == "stopped":
-        qs, at = PublishSession.objects.filter(ended__isnull=False), "ended"
-    else:
-        qs, at = PublishReject.objects.all(), "created"
-    # The newest FEED_WINDOW rows of each table (a primary-key range, so the feed never scans a table of
-    # millions of sessions; rows are inserted in time order).
-    newest = qs.model._default_manager.order_by("-pk").values("pk")[:1]
-    qs = qs.filter(pk__gt=Subquery(newest) - Value(FEED_WINDOW))
-    if server_id is not None:
-        qs = qs.filter(server_id=server_id)
-    return (
-        qs.order_by()
-        .annotate(ev_at=F(at), ev_kind=Value(kind, output_field=CharField()), ev_id=F("pk"))
-        .values_list("ev_at", "ev_kind", "ev_id")
-    )
-
-
-def event_feed(kinds: Iterable[str], server_id: int | None = None) -> QuerySet[Any]:
-    """Health transitions, publish starts and stops and refused publishes, newest first, in one query
-    (a UNION ALL: a page of it is one query, its count another)."""
-    sources = [_event_source(kind, server_id) for kind in kinds]
-    feed = sources[0].union(*sources[1:], all=True) if len(sources) > 1 else sources[0]
-    return feed.order_by("-ev_at", "ev_kind", "-ev_id")
-
-
-def load_events(rows: Iterable[tuple[datetime, str, int]]) -> list[FeedEvent]:
-    """The rows behind a page of the feed: one query per table, whatever the page holds."""
-    rows = list(rows)
-    wanted: dict[str, set[int]] = {"health": set(), "session": set(), "rejected": set()}
-    for _at, kind, pk in rows:
-        wanted["session" if kind in ("started", "stopped") else kind].add(pk)
-    objects: dict[str, dict[int, Any]] = {
-        "health": HealthTransition.objects.select_related("server").in_bulk(wanted["health"])
-        if wanted["health"]
-        else {},
-        "session": PublishSession.objects.select_related("server", "key").in_bulk(wanted["session"])
-        if wanted["session"]
-        else {},
-        "rejected": PublishReject.objects.select_related("server", "key").in_bulk(wanted["rejected"])
-        if wanted["rejected"]
-        else {},
-    }
-    events = []
-    for at, kind, pk in rows:
-        obj = objects["session" if kind in ("started", "stopped") else kind].get(pk)
-        if obj is not None:  # deleted between the two queries
-            events.append(FeedEvent(kind=kind, at=at, obj=obj))
-    return events
-
-
-class AlertListView(RoleView):
-    """Events now: what happened across the fleet, newest first. Alert rules and their notifications
-    come with the Alerts feature and will be listed here too."""
-
-    PER_PAGE = 50
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        kind = request.GET.get("kind", "")
-        if kind not in EVENT_KINDS:
-            kind = ""
-        server = request.GET.get("server", "")
-        server_id = int(server) if server.isascii() and server.isdigit() and len(server) < 10 else None
-        servers = list(Server.objects.visible_to(request.user).values_list("pk", "name"))
-        if server_id is not None and server_id not in {pk for pk, _name in servers}:
-            server_id = None
-        feed = event_feed([kind] if kind else list(EVENT_KINDS), server_id)
-        page = Paginator(feed, self.PER_PAGE).get_page(request.GET.get("page"))
-        filters = {k: v for k, v in (("kind", kind), ("server", str(server_id or ""))) if v}
-        context = {
-            "page": page,
-            "events": load_events(page.object_list),
-            "kinds": EVENT_KINDS,
-            "kind": kind,
-            "kind_label": EVENT_KINDS.get(kind, ""),
-            "servers": servers,
-            "server_id": server_id,
-            "server_name": dict(servers).get(server_id or 0, ""),
-            "filters": filters,
-            "query_string": urlencode(filters),
-        }
-        return render(request, "frontend/alerts.html", context)

@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 
 from console.roles import Role
 from console.tokens import BearerTokenAuthentication
-from monitoring import history, metrics
+from monitoring import alerts_api, history, metrics
 from monitoring.models import Health, ServerStatus, Stream
 from streams.models import Server
 
@@ -192,6 +192,12 @@ class MetricsView(APIView):
 
 router = SimpleRouter()
 router.register("streams", StreamViewSet, basename="stream")
+router.register("alerts", alerts_api.AlertViewSet, basename="alert")
+router.register("mutes", alerts_api.MuteViewSet, basename="mute")
+router.register("alert-rules", alerts_api.AlertRuleViewSet, basename="alert-rule")
+router.register("alert-channels", alerts_api.ChannelViewSet, basename="alert-channel")
+router.register("alert-deliveries", alerts_api.DeliveryViewSet, basename="alert-delivery")
+router.register("subscriptions", alerts_api.SubscriptionViewSet, basename="subscription")
 urlpatterns = [
     path("servers/<int:pk>/status/", ServerStatusView.as_view(), name="server-status"),
     path("servers/<int:pk>/history/", ServerHistoryView.as_view(), name="server-history"),
