@@ -14,7 +14,7 @@ from console.models import AuditEntry
 from console.roles import Role, request_role
 from frontend.views import RoleView
 from monitoring import fleet
-from monitoring.models import Health, ServerStatus, Stream
+from monitoring.models import Alert, Health, ServerStatus, Stream
 from streams.models import Application, PublishSession, Server, StreamKey
 
 
@@ -38,6 +38,7 @@ class HomeView(RoleView):
             .select_related("server")
             .order_by("-health", "server__name")[: self.PROBLEMS],
             "bad_streams": unhealthy[: self.PROBLEMS],
+            "open_alerts": Alert.objects.filter(state=Alert.State.OPEN).select_related("server")[: self.PROBLEMS],
             "live_now": Stream.objects.filter(live=True)
             .select_related("server")
             .order_by("-live_since")[: self.LIVE_NOW],
