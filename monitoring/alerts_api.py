@@ -106,7 +106,16 @@ def _delete_audited(instance: models.Model, actor: audit.Actor, message: str = "
 # --- input helpers ---------------------------------------------------------------------------------------
 
 
-class EmailListField(serializers.ListField):
+class BoundedListField(serializers.ListField):
+    """A list whose length is checked before its items are (a huge list costs nothing)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, list) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
+class EmailListField(BoundedListField):
     """A list of at most MAX_EMAILS valid addresses, duplicates dropped (order kept)."""
 
     child = serializers.EmailField(max_length=254)
@@ -177,7 +186,7 @@ class ScheduleField(serializers.Field):  # type: ignore[type-arg]
         return value
 
 
-class ChannelIdsField(serializers.ListField):
+class ChannelIdsField(BoundedListField):
     """Channel ids in, channel ids out (resolved with one query by the serializer)."""
 
     child = serializers.IntegerField(min_value=1, max_value=MAX_PK)

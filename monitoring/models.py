@@ -224,6 +224,7 @@ class NotificationChannel(models.Model):
         WEBHOOK = "webhook", "Webhook"
 
     DISABLE_AFTER = 5
+    AUDIT_MASKED_FIELDS = ("secret",)
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -427,7 +428,18 @@ class Subscription(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "server", "application"], name="monitoring_subscription_unique"),
+            # One per (user, server) and per (user, application): the other column is NULL, and NULLs are
+            # distinct in a plain unique constraint.
+            models.UniqueConstraint(
+                fields=["user", "server"],
+                condition=models.Q(server__isnull=False),
+                name="monitoring_subscription_server_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "application"],
+                condition=models.Q(application__isnull=False),
+                name="monitoring_subscription_app_unique",
+            ),
             models.CheckConstraint(
                 condition=models.Q(server__isnull=False) | models.Q(application__isnull=False),
                 name="monitoring_subscription_subject",
