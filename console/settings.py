@@ -220,6 +220,8 @@ ALERT_REMIND_S = env_int("TALLY_ALERT_REMIND_S", 900)  # first reminder of an op
 DELIVERY_LEASE_S = env_int("TALLY_DELIVERY_LEASE_S", 60)  # a claimed notice is sent again after this if unsent
 DELIVERY_RETRY_S = env_int("TALLY_DELIVERY_RETRY_S", 5)  # first retry of a failed notice; then doubling
 DELIVERY_RETRY_MAX_S = env_int("TALLY_DELIVERY_RETRY_MAX_S", 300)
+# Where nginx hosts see the console come from: rendered configs allow /stat and /control to these only.
+CONSOLE_ADDRESSES = env_list("TALLY_CONSOLE_ADDRESSES", ["127.0.0.1"])
 CONSOLE_URL = env_str("TALLY_CONSOLE_URL", CALLBACK_BASE_URL).rstrip("/")  # links in notices
 # Outgoing e-mail (alerts): Django's SMTP backend.
 EMAIL_BACKEND = env_str("TALLY_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

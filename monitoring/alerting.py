@@ -266,6 +266,39 @@ def _is_live(server_id: int, app: str, name: str) -> bool:
     )
 
 
+# --- config deploys --------------------------------------------------------------------------------------
+
+DEPLOY_MUTE_EXTRA_S = 15  # after the reload grace: polls must have seen the new worker settle
+
+
+def on_config_deployed(sender: Any, server: Server, revision: Any, **kwargs: Any) -> None:
+    """``streams.deploys.config_deployed`` receiver. A reload is a window without drop alerts (streams move
+    to the new worker or reconnect); a deploy rolled back or failed on the host is an alert, closed by
+    the next good deploy. Its notices go where the server's "server down" rule sends them."""
+    now = timezone.now()
+    subject = server_subject(server.pk)
+    active = Alert.objects.filter(condition=Condition.DEPLOY_FAILED, subject=subject,
+                                  state__in=[Alert.State.PENDING, Alert.State.OPEN]).first()  # fmt: skip
+    if revision.status in ("applied", "rollback"):
+        window = settings.RELOAD_GRACE_S + DEPLOY_MUTE_EXTRA_S
+        if revision.mode == "reconnect":
+            window += server.reconnect_delay_s
+        Mute.objects.create(server=server, starts_at=now, ends_at=now + timedelta(seconds=window),
+                            reason=f"config reload (revision {revision.number})")  # fmt: skip
+        if active is not None:
+            _end(active, now, f"revision {revision.number} deployed")
+        return
+    if revision.status not in ("rolled_back", "failed") or active is not None:
+        return
+    what = "rolled back: nginx was unhealthy after the reload" if revision.status == "rolled_back" else "failed"
+    alert = _create(condition=Condition.DEPLOY_FAILED, subject=subject, server=server, started_at=now, due_at=now,
+                    rule=Rules().for_server(Condition.SERVER_DOWN, server.pk),
+                    title=f"Config deploy failed: {server.name}",
+                    detail=f"Revision {revision.number} {what}. {revision.output[:500]}")  # fmt: skip
+    if alert is not None:
+        _open(alert, now)
+
+
 # --- evaluation (every tick) -----------------------------------------------------------------------------
 
 

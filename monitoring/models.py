@@ -210,6 +210,7 @@ class Condition(models.TextChoices):
     SERVER_DOWN = "server_down", "Server down"
     LOW_BITRATE = "low_bitrate", "Low bitrate"
     NO_VIDEO = "no_video", "No video"
+    DEPLOY_FAILED = "deploy_failed", "Config deploy failed"
 
 
 class NotificationChannel(models.Model):

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from console.tokens import hash_secret
 from streams import events, hotpath, sessions
-from streams.models import PublishReject, PublishSession, Server, StreamKey
+from streams.models import ProxyMember, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,9 @@ def handle(
     if cb.event == "update":
         return decide_update(server, cb, now)
     if cb.event == "play":
+        owner = play_owner(server, cb)
+        if owner is not None:  # nginx pulls the stream from its origin and serves the player from the relay
+            return Decision(302, location=f"{owner.rtmp_base_url}/{cb.app}/{cb.name}")
         sessions.start_player(server, cb.client_id, cb.app, cb.name, cb.addr)
     elif cb.event == "publish_done":
         sessions.close_publish(server.pk, cb.client_id, PublishSession.EndReason.PUBLISH_DONE, now)
@@ -146,6 +149,41 @@ def handle(
         sessions.stop_player(server.pk, cb.client_id, now)
         sessions.close_publish(server.pk, cb.client_id, PublishSession.EndReason.DISCONNECT, now)
     return ALLOW
+
+
+def same_pool(server_id: int, other_id: int) -> bool:
+    """Do both servers sit behind one TCP proxy? Then a key of an application on one publishes to the
+    application of the same name on the other (the proxy chose the origin, not the encoder)."""
+    proxies = ProxyMember.objects.filter(origin_id=other_id).values("proxy")
+    return ProxyMember.objects.filter(origin_id=server_id, proxy__in=proxies).exists()
+
+
+def play_owner(server: Server, cb: Callback) -> Server | None:
+    """Play routing across origins behind a TCP proxy (which cannot see stream names): the origin where
+    ``cb.name`` is published, when it is not this one and both sit behind the same proxy; else ``None``.
+
+    nginx-rtmp turns an ``on_play`` 302 to ``rtmp://IP:PORT/app/name`` into a pull relay (lab README §8),
+    so every player gets a 302 on a non-owner origin (one shared relay). The Location must carry an IP
+    address: nginx cannot resolve a host name there.
+    """
+    if (
+        cb.is_local_relay
+        or PublishSession.objects.filter(
+            server=server, app_name=cb.app, public_name=cb.name, ended__isnull=True
+        ).exists()
+    ):
+        return None
+    proxies = ProxyMember.objects.filter(origin=server).values("proxy")
+    siblings = ProxyMember.objects.filter(proxy__in=proxies).exclude(origin=server).values("origin")
+    session = (
+        PublishSession.objects.filter(server__in=siblings, app_name=cb.app, public_name=cb.name, ended__isnull=True)
+        .select_related("server")
+        .order_by("-started")
+        .first()
+    )
+    if session is None or not _is_ip(session.server.host):
+        return None
+    return session.server
 
 
 def decide_publish(
@@ -202,7 +240,9 @@ def _refusal(server: Server, cb: Callback, key: StreamKey | None, digest: str, n
     state = key.state(now)
     if state != StreamKey.State.ACTIVE:
         return str(state)  # revoked or expired
-    if key.application.server_id != server.pk or key.application.name != cb.app:
+    if key.application.name != cb.app or (
+        key.application.server_id != server.pk and not same_pool(server.pk, key.application.server_id)
+    ):
         return "wrong_application"
     if not key.address_allowed(cb.addr):
         return "address_not_allowed"

@@ -61,7 +61,16 @@ class Server(models.Model):
         BASIC = "basic", "Basic"
         DIGEST = "digest", "Digest"
 
-    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password", "hook_secret", "hook_secret_previous")
+    class ReloadMode(models.TextChoices):
+        GRACEFUL = "graceful", "Graceful (live sessions stay on the old worker)"
+        RECONNECT = "reconnect", "Reconnect (end the old worker after a delay)"
+
+    class ProxyMethod(models.TextChoices):
+        ROUND_ROBIN = "round_robin", "Round robin"
+        LEAST_CONN = "least_conn", "Least connections"
+        HASH = "hash", "Client IP hash"
+
+    AUDIT_MASKED_FIELDS = ("wowza_username", "wowza_password", "hook_secret", "hook_secret_previous", "agent_token")
 
     name = models.CharField(max_length=64, unique=True, validators=[validators.name_validator])
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NGINX_RTMP)
@@ -89,6 +98,14 @@ class Server(models.Model):
     hook_secret_previous = models.CharField(max_length=64, blank=True, editable=False)
     hook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     hook_allowed_cidrs = models.JSONField(default=list, blank=True, validators=[validators.validate_cidrs])
+    # Config deploys, through tally-agent on the host (deploy/agent/).
+    agent_url = models.CharField(max_length=500, blank=True, validators=[validators.validate_http_url])
+    agent_token = EncryptedTextField(blank=True)
+    agent_ca = models.TextField(blank=True, max_length=20000)  # PEM to trust for an https agent (self-signed)
+    nginx_prefix_paths = models.BooleanField(default=False)  # pid/logs relative to `nginx -p PREFIX`
+    reload_mode = models.CharField(max_length=10, choices=ReloadMode.choices, default=ReloadMode.GRACEFUL)
+    reconnect_delay_s = models.PositiveIntegerField(default=10, validators=[MaxValueValidator(600)])
+    proxy_method = models.CharField(max_length=12, choices=ProxyMethod.choices, default=ProxyMethod.LEAST_CONN)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -419,3 +436,56 @@ class PublishReject(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created:%H:%M:%S} {self.addr} {self.reason}"
+
+
+class ProxyMember(models.Model):
+    """An origin behind a TCP proxy (``stream {}`` upstream server) with its balancing options."""
+
+    proxy = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="proxy_members")
+    origin = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="behind_proxies")
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    backup = models.BooleanField(default=False)
+    max_fails = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(100)])
+    fail_timeout_s = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1), MaxValueValidator(3600)])
+
+    class Meta:
+        ordering = ["proxy_id", "origin__name"]
+        constraints = [models.UniqueConstraint(fields=["proxy", "origin"], name="streams_proxymember_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.origin_id} behind {self.proxy_id}"
+
+
+class ConfigRevision(models.Model):
+    """One deploy attempt of a server's config: the text, its hash, who, when, what came of it, and the
+    diff to the config that was live before (what the agent reported)."""
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        INVALID = "invalid", "Refused by nginx -t"
+        ROLLED_BACK = "rolled_back", "Rolled back (unhealthy after reload)"
+        FAILED = "failed", "Failed (agent error)"
+        ROLLBACK = "rollback", "Rollback to the previous config"
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="config_revisions")
+    number = models.PositiveIntegerField()
+    text = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    previous_sha256 = models.CharField(max_length=64, blank=True)
+    diff = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    mode = models.CharField(max_length=10, choices=Server.ReloadMode.choices, default=Server.ReloadMode.GRACEFUL)
+    output = models.TextField(blank=True)  # nginx -t's text, or the agent's error
+    result = models.JSONField(default=dict, blank=True)  # the agent's answer (pids, duration)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="+")  # fmt: skip
+    author_name = models.CharField(max_length=150, blank=True)  # a user or an API token
+    created = models.DateTimeField(auto_now_add=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["server_id", "-number"]
+        constraints = [models.UniqueConstraint(fields=["server", "number"], name="streams_configrevision_number")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} r{self.number} ({self.status})"

@@ -1,7 +1,8 @@
 """Render nginx-rtmp configuration from the inventory: pure functions, model objects in, config text out.
 
-Nothing here reads files, the network or the database (beyond attributes of the objects passed in), and
-the output is deterministic, so renders are golden-file tested and a revision's text can be diffed. Every
+Nothing here reads files or the network, nor the database beyond the objects passed in (except
+``render_server_config``, which gathers a server's inputs and calls the pure renderers), and the output
+is deterministic, so renders are golden-file tested and a revision's text can be diffed. Every
 value that reaches the config is checked for nginx syntax (``;``, braces, quotes, whitespace, ``#``, ``$``),
 so a render either returns a config nginx can parse or raises ``ValueError``.
 """
@@ -14,12 +15,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from streams.app_settings import clean_app_settings
 
 if TYPE_CHECKING:
-    from streams.models import Application, Server
+    from streams.models import Application, ProxyMember, Server
 
 RTMP_MODULE_PATH = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 # Absolute, because nginx-rtmp resolves hls_path and record_path against the worker's working directory,
@@ -65,8 +67,13 @@ def render_application_block(
     callback_base_url: str,
     record_path: str = DEFAULT_RECORD_PATH,
     hls_path: str = DEFAULT_HLS_PATH,
+    play_routing: bool = False,
 ) -> str:
     """The ``application NAME { ... }`` block for one application, unindented, ending in a newline.
+
+    ``idle_streams off`` refuses a player of a stream nobody publishes at once, instead of letting it hang;
+    with ``play_routing`` (an origin behind a TCP proxy) it is left on, because a player redirected to
+    the owner origin waits for the pull relay that ``on_play`` starts.
 
     Renders ``application.settings`` (normalised through ``clean_app_settings``; ``fail_open`` adds
     ``&fail_open=1`` to the callback URLs, for the console to read when its database is down).
@@ -77,7 +84,8 @@ def render_application_block(
     settings = _clean_settings(application)
     lines = ["live on;"] if application.kind == "live" else []
     lines += _record_lines(settings, _absolute_path(record_path, "record_path"), name)
-    lines.append("idle_streams off;")
+    if not play_routing:
+        lines.append("idle_streams off;")
     if settings["drop_idle_publisher_s"] > 0:
         lines.append(f"drop_idle_publisher {settings['drop_idle_publisher_s']}s;")
     lines += _access_lines("publish", settings["publish_allow_cidrs"])
@@ -99,6 +107,7 @@ def render_origin_config(
     console_allow: Sequence[str] = ("127.0.0.1",),
     record_path: str = DEFAULT_RECORD_PATH,
     hls_path: str = DEFAULT_HLS_PATH,
+    play_routing: bool = False,
 ) -> str:
     """A complete nginx.conf for an nginx-rtmp origin or edge: rtmp applications plus /stat and /control.
 
@@ -119,6 +128,7 @@ def render_origin_config(
         callback_base_url=callback_base_url,
         record_path=record_path,
         hls_path=hls_path,
+        play_routing=play_routing,
     )
     http = _http_lines(
         listen=_check_listen(http_listen or _default_http_listen(server), "http_listen"),
@@ -295,6 +305,7 @@ def _rtmp_lines(
     callback_base_url: str,
     record_path: str,
     hls_path: str,
+    play_routing: bool,
 ) -> list[str]:
     lines = [f"listen {listen};", "chunk_size 4096;"]
     if any(_clean_settings(app)["callbacks"] for app in apps):
@@ -304,8 +315,9 @@ def _rtmp_lines(
         ]
     for app in apps:
         block = render_application_block(
-            app, callback_base_url=callback_base_url, record_path=record_path, hls_path=hls_path
-        )
+            app, callback_base_url=callback_base_url, record_path=record_path, hls_path=hls_path,
+            play_routing=play_routing,
+        )  # fmt: skip
         lines += ["", *block.splitlines()]
     return ["rtmp {", *_indent(["server {", *_indent(lines), "}"]), "}"]
 
@@ -321,3 +333,78 @@ def _http_lines(*, listen: str, console_allow: list[str], prefix_paths: bool) ->
         server += ["", f"location {location} {{", *_indent([directive, *acl]), "}"]
     lines += ["", "server {", *_indent(server), "}"]
     return ["http {", *_indent(lines), "}"]
+
+
+STREAM_MODULE_PATH = "/usr/lib/nginx/modules/ngx_stream_module.so"
+UPSTREAM_NAME = "rtmp_origins"
+
+
+def render_proxy_config(
+    server: Server, members: Iterable[ProxyMember], *, prefix_paths: bool = True, listen: str | None = None
+) -> str:
+    """A complete nginx.conf for a TCP proxy: ``stream {}`` balancing RTMP over the origins in ``members``.
+
+    The method is the server's ``proxy_method``: round robin, ``least_conn`` (ties broken round robin), or
+    ``hash $remote_addr consistent`` (a client sticks to one origin). Each member carries its weight,
+    ``max_fails``, ``fail_timeout`` and ``backup`` (nginx refuses ``backup`` with ``hash``, so this does
+    too). Players through a proxy may land on an origin without their stream; the origins' ``on_play``
+    callbacks redirect them (see streams.hooks). Raises ValueError for anything that would not give a
+    valid config.
+    """
+    if server.kind != "nginx-rtmp" or server.role != "proxy":
+        raise ValueError(f"Server {server.name!r} is not an nginx TCP proxy ({server.kind}, {server.role}).")
+    members = sorted(members, key=lambda member: member.origin.name)
+    if not [m for m in members if not m.backup]:
+        raise ValueError(f"Proxy {server.name!r} needs at least one origin that is not a backup.")
+    method = server.proxy_method
+    upstream = {"least_conn": ["least_conn;"], "hash": ["hash $remote_addr consistent;"]}.get(method, [])
+    for member in members:
+        origin = member.origin
+        if origin.kind != "nginx-rtmp" or origin.role == "proxy":
+            raise ValueError(f"{origin.name!r} cannot be behind a proxy: only nginx-rtmp origins and edges can.")
+        if member.backup and method == "hash":
+            raise ValueError(f"{origin.name!r}: nginx does not allow backup servers with hash balancing.")
+        options = [f"weight={int(member.weight)}", f"max_fails={int(member.max_fails)}",
+                   f"fail_timeout={int(member.fail_timeout_s)}s"]  # fmt: skip
+        options += ["backup"] if member.backup else []
+        upstream.append(
+            f"server {_check_listen(_default_rtmp_listen(origin), 'an origin address')} {' '.join(options)};"
+        )
+    which = 0 if prefix_paths else 1
+    name = _safe(server.name, "the server name")
+    lines = [
+        f"# TCP proxy {name}, rendered by Tally.",
+        "# Do not edit: the next deploy from the console replaces this file.",
+        "",
+        f"load_module {STREAM_MODULE_PATH};",
+        "",
+        "worker_processes auto;",
+        f"pid {_MAIN_PATHS['pid'][which]};",
+        f"error_log {_MAIN_PATHS['error_log'][which]} info;",
+        "",
+        "events {",
+        f"{_INDENT}worker_connections 4096;",
+        "}",
+        "",
+        "stream {",
+        *_indent([
+            f"upstream {UPSTREAM_NAME} {{", *_indent(upstream), "}", "",
+            "server {",
+            *_indent([f"listen {_check_listen(listen or _default_rtmp_listen(server), 'listen')};",
+                      f"proxy_pass {UPSTREAM_NAME};", "proxy_connect_timeout 5s;"]),
+            "}",
+        ]),
+        "}",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def render_server_config(server: Server, *, callback_base_url: str) -> str:
+    """What a deploy writes on ``server``: the origin/edge config, or the proxy config."""
+    if server.role == "proxy":
+        members = server.proxy_members.select_related("origin")
+        return render_proxy_config(server, members, prefix_paths=server.nginx_prefix_paths)
+    return render_origin_config(
+        server, server.applications.all(), callback_base_url=callback_base_url, prefix_paths=server.nginx_prefix_paths,
+        console_allow=settings.CONSOLE_ADDRESSES, play_routing=server.behind_proxies.exists(),
+    )  # fmt: skip

@@ -118,8 +118,9 @@ class NginxProcess:
     """
 
     def __init__(
-        self, config: str, prefix: Path, *, http_port: int, rtmp_port: int, start_timeout_s: float = 15
-    ) -> None:
+        self, config: str, prefix: Path, *, http_port: int, rtmp_port: int, start_timeout_s: float = 15,
+        has_stat: bool = True,
+    ) -> None:  # fmt: skip
         self.prefix = prefix
         self.http_port = http_port
         self.rtmp_port = rtmp_port
@@ -139,7 +140,20 @@ class NginxProcess:
             stderr=self._stderr,
             process_group=0,  # its own group: stop() can reach the workers even if the master is gone
         )
-        self._wait_for_stat(start_timeout_s)
+        if has_stat:
+            self._wait_for_stat(start_timeout_s)
+        elif not wait_until(self._rtmp_answers, start_timeout_s):  # a TCP proxy: no /stat, only its listener
+            self.stop(grace_s=1)
+            raise ProcessError(f"nginx did not listen on {HOST}:{rtmp_port} within {start_timeout_s}s:\n{self.error_log()}")
+
+    def _rtmp_answers(self) -> bool:
+        if not self.alive():
+            raise ProcessError(f"nginx exited with rc {self.process.returncode}:\n{self.error_log()}")
+        try:
+            with socket.create_connection((HOST, self.rtmp_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     @property
     def pid(self) -> int:
@@ -352,10 +366,12 @@ def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
     started: list[NginxProcess] = []
 
     def start(
-        config: str, *, http_port: int, rtmp_port: int, prefix: Path | None = None, start_timeout_s: float = 15
-    ) -> NginxProcess:
+        config: str, *, http_port: int, rtmp_port: int, prefix: Path | None = None, start_timeout_s: float = 15,
+        has_stat: bool = True,
+    ) -> NginxProcess:  # fmt: skip
         prefix = prefix or tmp_path / f"nginx-{len(started) + 1}"
-        nginx = NginxProcess(config, prefix, http_port=http_port, rtmp_port=rtmp_port, start_timeout_s=start_timeout_s)
+        nginx = NginxProcess(config, prefix, http_port=http_port, rtmp_port=rtmp_port,
+                             start_timeout_s=start_timeout_s, has_stat=has_stat)  # fmt: skip
         started.append(nginx)
         return nginx
 

@@ -12,7 +12,7 @@ from console.api import StrictSerializerMixin
 from streams import validators
 from streams.app_settings import clean_app_settings
 from streams.keys import IssuedKey
-from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
+from streams.models import Application, ConfigRevision, ProxyMember, PublishReject, PublishSession, Server, StreamKey
 
 
 class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -21,6 +21,10 @@ class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # t
         write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"}
     )
     has_wowza_credentials = serializers.SerializerMethodField()
+    agent_token = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"}
+    )
+    has_agent_token = serializers.SerializerMethodField()
     tags = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20)
 
     class Meta:
@@ -28,12 +32,16 @@ class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # t
         fields = [
             "id", "name", "kind", "role", "host", "rtmp_port", "enabled", "poll_interval_s", "tags", "notes",
             "stat_url", "control_url", "wowza_api_url", "wowza_username", "wowza_password", "wowza_auth",
-            "has_wowza_credentials", "hook_allowed_cidrs", "created", "updated",
+            "has_wowza_credentials", "hook_allowed_cidrs", "agent_url", "agent_token", "has_agent_token", "agent_ca",
+            "nginx_prefix_paths", "reload_mode", "reconnect_delay_s", "proxy_method", "created", "updated",
         ]  # fmt: skip
         read_only_fields = ["id", "created", "updated"]
 
     def get_has_wowza_credentials(self, obj: Server) -> bool:
         return bool(obj.wowza_username or obj.wowza_password)
+
+    def get_has_agent_token(self, obj: Server) -> bool:
+        return bool(obj.agent_token)
 
     def validate_tags(self, value: Any) -> Any:
         try:
@@ -195,3 +203,26 @@ class PublishRejectSerializer(serializers.ModelSerializer):  # type: ignore[type
 
 class UnblockSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
     addr = serializers.IPAddressField()
+
+
+class ProxyMemberSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
+    proxy = serializers.PrimaryKeyRelatedField(queryset=Server.objects.filter(role=Server.Role.PROXY))
+    origin = serializers.PrimaryKeyRelatedField(queryset=Server.objects.exclude(role=Server.Role.PROXY))
+
+    class Meta:
+        model = ProxyMember
+        fields = ["id", "proxy", "origin", "weight", "backup", "max_fails", "fail_timeout_s"]
+        read_only_fields = ["id"]
+
+
+class ConfigRevisionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = ConfigRevision
+        fields = ["id", "server", "number", "sha256", "previous_sha256", "status", "mode", "diff", "output", "result",
+                  "author_name", "created", "duration_ms", "text"]  # fmt: skip
+        read_only_fields = fields
+
+
+class DeployRequestSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    dry_run = serializers.BooleanField(default=False)
+    mode = serializers.ChoiceField(choices=Server.ReloadMode.choices, required=False)

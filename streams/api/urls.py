@@ -5,6 +5,7 @@ from streams.api import views
 router = SimpleRouter()
 router.register("servers", views.ServerViewSet, basename="server")
 router.register("applications", views.ApplicationViewSet, basename="application")
+router.register("proxy-members", views.ProxyMemberViewSet, basename="proxy-member")
 router.register("keys", views.StreamKeyViewSet, basename="key")
 router.register("sessions", views.PublishSessionViewSet, basename="session")
 router.register("publish-rejects", views.PublishRejectViewSet, basename="publish-reject")

@@ -18,9 +18,9 @@ from rest_framework.response import Response
 from console import audit
 from console.api import AuditedModelViewSet
 from console.roles import Role
-from streams import inventory, keys, rendering, sessions
+from streams import deploys, inventory, keys, rendering, sessions
 from streams.api import serializers as s
-from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
+from streams.models import Application, ProxyMember, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
 
 
@@ -38,7 +38,8 @@ class ServerFilter(django_filters.FilterSet):
 
 class ServerViewSet(AuditedModelViewSet):
     serializer_class = s.ServerSerializer
-    action_roles = {"rotate_hook_secret": Role.ADMIN, "origin_config": Role.ADMIN}
+    action_roles = {"rotate_hook_secret": Role.ADMIN, "origin_config": Role.ADMIN, "deploy": Role.ADMIN,
+                    "rollback": Role.ADMIN, "config_revisions": Role.ADMIN}  # fmt: skip
     filterset_class = ServerFilter
     ordering_fields = ["name", "kind", "role", "host", "created"]
     search_fields = ["name", "host", "notes"]
@@ -65,6 +66,59 @@ class ServerViewSet(AuditedModelViewSet):
         except ValueError as exc:
             return HttpResponse(f"cannot render: {exc}\n", status=400, content_type="text/plain")
         return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+    @extend_schema(request=s.DeployRequestSerializer, responses={200: dict})
+    @action(detail=True, methods=["post"])
+    def deploy(self, request: Request, pk: str | None = None) -> Response:
+        """Render, diff against the live config, validate on the host (``nginx -t``) and, unless
+        ``dry_run``, apply with a reload (``mode``: graceful or reconnect; default the server's)."""
+        server = self.get_object()
+        body = s.DeployRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = deploys.deploy(server, audit.Actor.from_request(request), dry_run=body.validated_data["dry_run"],
+                                    mode=body.validated_data.get("mode"))  # fmt: skip
+        except ValueError as exc:
+            return Response({"detail": f"Cannot render this server's config: {exc}"}, status=400)
+        except deploys.AgentError as exc:
+            return Response({"detail": str(exc)}, status=502)
+        data = {"dry_run": body.validated_data["dry_run"], "status": result.status, "sha256": result.sha256,
+                "live_sha256": result.live_sha256, "changed": result.changed, "diff": result.diff,
+                "validation": {"ok": result.valid, "output": result.validation_output}}  # fmt: skip
+        if result.revision is None:
+            data["text"] = result.text
+        else:
+            data["revision"] = s.ConfigRevisionSerializer(result.revision).data
+        return Response(data, status=200 if result.valid or result.revision is None else 422)
+
+    @extend_schema(request=None, responses={200: s.ConfigRevisionSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str | None = None) -> Response:
+        """Put back the config that was live before the last deploy (a new revision)."""
+        try:
+            revision = deploys.rollback(self.get_object(), audit.Actor.from_request(request))
+        except deploys.AgentError as exc:
+            return Response({"detail": str(exc)}, status=502)
+        data = s.ConfigRevisionSerializer(revision).data
+        return Response(data, status=200 if revision.status == "rollback" else 409)
+
+    @extend_schema(responses={200: s.ConfigRevisionSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="config-revisions")
+    def config_revisions(self, request: Request, pk: str | None = None) -> Response:
+        """Every deploy attempt of this server, newest first, with its diff and outcome."""
+        revisions = self.get_object().config_revisions.order_by("-number")
+        page = self.paginate_queryset(revisions)
+        return self.get_paginated_response(s.ConfigRevisionSerializer(page, many=True).data)
+
+
+class ProxyMemberViewSet(AuditedModelViewSet):
+    """Origins behind a TCP proxy, with their balancing options (admins write)."""
+
+    serializer_class = s.ProxyMemberSerializer
+    filterset_fields = ["proxy", "origin"]
+
+    def get_queryset(self) -> QuerySet[ProxyMember]:
+        return ProxyMember.objects.select_related("proxy", "origin").order_by("proxy__name", "origin__name")
 
 
 class ApplicationViewSet(AuditedModelViewSet):
