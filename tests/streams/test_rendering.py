@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from streams.models import Application, Server
-from streams.rendering import build_callback_url, render_application_block, render_origin_config
+from streams.models import Application, ProxyMember, Server
+from streams.rendering import build_callback_url, render_application_block, render_origin_config, render_proxy_config
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "rendering"
 NGINX = "/usr/sbin/nginx"
@@ -276,3 +276,57 @@ def test_nginx_accepts_the_full_origin_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+# --- TCP proxy ---------------------------------------------------------------------------------------------
+
+
+def make_proxy(method: str, members: list[tuple[str, str, int, dict[str, Any]]]) -> tuple[Server, list[ProxyMember]]:
+    proxy = make_server(name="front", host="0.0.0.0", role="proxy", proxy_method=method, stat_url="")
+    rows = []
+    for index, (name, host, port, options) in enumerate(members, start=1):
+        origin = make_server(id=100 + index, name=name, host=host, rtmp_port=port)
+        rows.append(ProxyMember(proxy=proxy, origin=origin, **options))
+    return proxy, rows
+
+
+PROXY_MEMBERS = [
+    ("origin-b", "10.0.0.6", 1935, {"weight": 2, "max_fails": 3, "fail_timeout_s": 30}),
+    ("origin-a", "10.0.0.5", 1936, {}),
+    ("origin-c", "2001:db8::7", 1935, {"backup": True}),
+]
+
+
+@pytest.mark.parametrize("method", ["least_conn", "round_robin"])
+def test_proxy_config_matches_golden(method: str) -> None:
+    proxy, members = make_proxy(method, PROXY_MEMBERS)
+    check_golden(f"proxy_{method}.conf", render_proxy_config(proxy, members, prefix_paths=False))
+
+
+def test_proxy_config_refuses_what_nginx_would() -> None:
+    proxy, members = make_proxy("hash", PROXY_MEMBERS)
+    with pytest.raises(ValueError, match="backup servers with hash"):
+        render_proxy_config(proxy, members)
+    proxy, members = make_proxy("least_conn", [("a", "10.0.0.5", 1935, {"backup": True})])
+    with pytest.raises(ValueError, match="at least one origin that is not a backup"):
+        render_proxy_config(proxy, members)
+    with pytest.raises(ValueError, match="not an nginx TCP proxy"):
+        render_proxy_config(make_server(), [])
+    proxy, members = make_proxy("least_conn", [("a", "10.0.0.5;evil", 1935, {})])
+    with pytest.raises(ValueError):
+        render_proxy_config(proxy, members)
+
+
+@pytest.mark.parametrize("method", ["least_conn", "round_robin", "hash"])
+def test_nginx_accepts_every_proxy_method(tmp_path: Path, method: str) -> None:
+    options = [
+        (n, h, p, {k: v for k, v in o.items() if k != "backup" or method != "hash"}) for n, h, p, o in PROXY_MEMBERS
+    ]
+    proxy, members = make_proxy(method, options)
+    prefix = tmp_path / "proxy"
+    for sub in ("conf", "logs", "tmp"):
+        (prefix / sub).mkdir(parents=True)
+    (prefix / "conf" / "nginx.conf").write_text(render_proxy_config(proxy, members))
+    result = subprocess.run([NGINX, "-t", "-p", f"{prefix}/", "-c", "conf/nginx.conf", "-e", "logs/error.log"],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, result.stderr
