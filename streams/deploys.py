@@ -65,7 +65,9 @@ class AgentClient:
             raise AgentError("agent answered something other than a JSON object")
         if response.status_code in (401, 403):
             raise AgentError(f"agent refused the token (HTTP {response.status_code})")
-        if response.status_code >= 500 or response.status_code in (404, 405, 409, 413):
+        if "ok" in data and response.status_code in (200, 422, 502):
+            return data  # an outcome: applied, refused by nginx -t (422), rolled back (502)
+        if response.status_code >= 400:
             raise AgentError(f"agent: {data.get('error') or f'HTTP {response.status_code}'}")
         return data
 

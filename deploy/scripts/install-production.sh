@@ -37,7 +37,7 @@ runuser -u tally -- "$APP_DIR/.venv/bin/python" manage.py migrate --noinput
 runuser -u tally -- "$APP_DIR/.venv/bin/python" manage.py check --deploy
 runuser -u tally -- "$APP_DIR/.venv/bin/python" manage.py bootstrap_admin
 
-cp deploy/systemd/tally-*.service /etc/systemd/system/
+cp deploy/systemd/tally-web.service deploy/systemd/tally-ws.service deploy/systemd/tally-worker.service deploy/systemd/tally-beat.service /etc/systemd/system/  # tally-agent.service goes on the nginx hosts (deploy/agent/README.md)
 systemctl daemon-reload
 systemctl enable --now postgresql redis-server tally-web tally-ws tally-worker tally-beat
 systemctl restart tally-web tally-ws tally-worker tally-beat

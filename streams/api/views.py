@@ -20,7 +20,7 @@ from console.api import AuditedModelViewSet
 from console.roles import Role
 from streams import deploys, inventory, keys, rendering, sessions
 from streams.api import serializers as s
-from streams.models import Application, ProxyMember, PublishReject, PublishSession, Server, StreamKey
+from streams.models import Application, ConfigRevision, ProxyMember, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
 
 
@@ -89,7 +89,11 @@ class ServerViewSet(AuditedModelViewSet):
             data["text"] = result.text
         else:
             data["revision"] = s.ConfigRevisionSerializer(result.revision).data
-        return Response(data, status=200 if result.valid or result.revision is None else 422)
+        # A dry run answers 200 with its validation; a deploy 200 (applied), 422 (refused by nginx -t) or
+        # 502 (the reload left nginx unhealthy and the agent rolled it back, or the agent failed).
+        codes = {ConfigRevision.Status.INVALID: 422, ConfigRevision.Status.ROLLED_BACK: 502,
+                 ConfigRevision.Status.FAILED: 502}  # fmt: skip
+        return Response(data, status=codes.get(result.revision.status, 200) if result.revision else 200)
 
     @extend_schema(request=None, responses={200: s.ConfigRevisionSerializer})
     @action(detail=True, methods=["post"])
