@@ -36,13 +36,15 @@ def publishing(demo: Demo, token: str, name: str) -> bool:
     """The stream is live in the console (a callback opened its session and a poll saw it)."""
     request = urllib.request.Request(f"{demo.base}/api/v1/streams/?live=true&name={name}")
     request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http://127.0.0.1
+    with urllib.request.urlopen(request, timeout=5) as response:  # http://127.0.0.1 only
         return bool(json.loads(response.read())["results"])
 
 
 def main() -> None:
     smtp = SmtpServer().start()
-    os.environ.update(TALLY_EMAIL_HOST="127.0.0.1", TALLY_EMAIL_PORT=str(smtp.port), TALLY_ALERT_EMAILS="noc@bench.test")
+    os.environ.update(
+        TALLY_EMAIL_HOST="127.0.0.1", TALLY_EMAIL_PORT=str(smtp.port), TALLY_ALERT_EMAILS="noc@bench.test"
+    )
     demo = Demo(argparse.Namespace(port=free_port(), seconds=0, flap_every=0))
     latencies = []
     try:
@@ -53,7 +55,8 @@ def main() -> None:
         for name in NAMES:
             demo.start_publisher(name)
         for name in NAMES:
-            assert wait_until(lambda name=name: publishing(demo, token, name), timeout_s=BOUND_S), f"{name} never went live"
+            went_live = wait_until(lambda name=name: publishing(demo, token, name), timeout_s=BOUND_S)
+            assert went_live, f"{name} never went live"
         for name in NAMES:
             subject = f"Stream dropped: live/{name} "
             killed = time.monotonic()

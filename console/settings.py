@@ -307,6 +307,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets that several fields share, or that share a field name: one stable enum name each.
+    "ENUM_NAME_OVERRIDES": {
+        "ReloadModeEnum": "streams.models.Server.ReloadMode",
+        "ConfigRevisionStatusEnum": "streams.models.ConfigRevision.Status",
+        "DeliveryStatusEnum": "monitoring.models.Delivery.Status",
+    },
 }
 
 if PRODUCTION:

@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Case, CharField, Count, F, IntegerField, Q, QuerySet, Subquery, Value, When
@@ -57,6 +58,8 @@ ENDED_STATES = (Alert.State.CLOSED, Alert.State.CANCELLED)
 
 
 class AlertPage(RoleView):
+    """A page of the alerts section."""
+
     def user(self) -> Any:
         """The signed-in user (``RoleView`` let nobody else in)."""
         return self.request.user
@@ -124,8 +127,9 @@ def active_mutes(now: datetime, server_ids: Iterable[int] | None = None) -> dict
         mutes = mutes.filter(Q(server_id__in=server_ids) | Q(stream__server_id__in=server_ids))
     until: dict[tuple[str, int], datetime] = {}
     for server_id, stream_id, ends_at in mutes.values_list("server_id", "stream_id", "ends_at"):
-        key = ("server", server_id) if server_id else ("stream", stream_id)
-        until[key] = max(until.get(key, ends_at), ends_at)
+        for key in (("server", server_id), ("stream", stream_id)):
+            if key[1] is not None:
+                until[key] = max(until.get(key, ends_at), ends_at)
     return until
 
 
@@ -134,29 +138,21 @@ def muted_until(alert: Alert, mutes: dict[tuple[str, int], datetime]) -> datetim
     return max((e for e in ends if e is not None), default=None)
 
 
-def _masked_snapshot(instance: models.Model) -> dict[str, Any]:
-    """``audit.snapshot`` with a channel's webhook secret masked (the model does not declare it)."""
-    data = audit.snapshot(instance)
-    if "secret" in data:
-        data["secret"] = audit.MASKED if data["secret"] else ""
-    return data
-
-
 def save_audited(instance: models.Model, actor: audit.Actor, message: str = "",
                  channels: Iterable[NotificationChannel] | None = None) -> None:  # fmt: skip
-    """Validate, save (with a rule's channels) and audit in one transaction, never writing a secret into the
-    audit log. ``message``: always record (a secret rotation changes nothing visible)."""
+    """``audit.save_audited`` plus a rule's channels (saved and audited with it) and a ``message`` that is
+    always recorded (a webhook secret's rotation changes nothing visible: the snapshot masks it)."""
     with transaction.atomic():
         is_new = instance._state.adding
         before = None
         if not is_new:
             current = type(instance)._default_manager.select_for_update().get(pk=instance.pk)
-            before = _masked_snapshot(current)
+            before = audit.snapshot(current)
             if isinstance(current, AlertRule):
                 before["channels"] = sorted(current.channels.values_list("pk", flat=True))
         instance.full_clean()
         instance.save()
-        after = _masked_snapshot(instance)
+        after = audit.snapshot(instance)
         if isinstance(instance, AlertRule):
             if channels is not None:
                 instance.channels.set(channels)
@@ -171,7 +167,7 @@ def save_audited(instance: models.Model, actor: audit.Actor, message: str = "",
 
 def delete_audited(instance: models.Model, actor: audit.Actor, message: str = "") -> None:
     with transaction.atomic():
-        audit.record(actor, "delete", instance, before=_masked_snapshot(instance), message=message)
+        audit.record(actor, "delete", instance, before=audit.snapshot(instance), message=message)
         instance.delete()
 
 
@@ -323,7 +319,7 @@ class AlertListView(AlertPage):
             "more_active": more_active,
             "open_limit": self.OPEN_LIMIT,
             "backlog": alerting.backlog(),
-            "enabled_rules": AlertRule.objects.filter(enabled=True).count(),
+            "enabled_rules": AlertRule.objects.filter(enabled=True).count,  # counted only for the empty state
             "subscriptions": Subscription.objects.filter(user=self.user())
             .select_related("server", "application__server")
             .order_by("pk"),
@@ -482,8 +478,11 @@ class MuteListView(AlertPage):
         )
         context = {
             "subnav": subnav(self.request, "alert-mutes"),
-            "active": [m for m in mutes if m.starts_at <= now],
-            "upcoming": [m for m in mutes if m.starts_at > now],
+            "sections": [
+                ("active", "In force now", [m for m in mutes if m.starts_at <= now]),
+                ("upcoming", "Maintenance windows to come", [m for m in mutes if m.starts_at > now]),
+            ],
+            "truncated": len(mutes) >= self.LIMIT,
             "limit": self.LIMIT,
             "form": form,
         }
@@ -754,7 +753,11 @@ class SubscribeView(AlertPage):
             if existing:
                 messages.info(request, f"You are already subscribed to {what}.")
                 return redirect(back)
-            audit.save_audited(Subscription(user=user, server=server, application=application), self.actor())
+            try:
+                audit.save_audited(Subscription(user=user, server=server, application=application), self.actor())
+            except ValidationError:  # subscribed meanwhile (the database has one per user and subject)
+                messages.info(request, f"You are already subscribed to {what}.")
+                return redirect(back)
         if user.email:
             messages.success(request, f"Subscribed: the alert e-mails of {what} go to {user.email}.")
         else:

@@ -16,6 +16,7 @@ from django.core.validators import MaxValueValidator, validate_email
 from django.utils import timezone
 
 from console.roles import ROLE_CHOICES
+from monitoring import alerts_api
 from monitoring.models import AlertRule, Condition, NotificationChannel, Stream
 from streams import validators
 from streams.app_settings import clean_app_settings
@@ -153,13 +154,13 @@ class UserForm(forms.Form):
 
 # --- alerts ----------------------------------------------------------------------------------------------
 
-# The same limits as the alerts API (monitoring/alerts_api.py).
-MAX_ALERT_EMAILS = 50
-MAX_SCHEDULE_WINDOWS = 50
-MAX_RULE_DURATION_S = 86400
-MAX_KBPS = 10_000_000.0
-MAX_MUTE = timedelta(days=30)
-MAX_MUTE_LEAD = timedelta(days=365)
+# The same limits as the alerts API.
+MAX_ALERT_EMAILS = alerts_api.MAX_EMAILS
+MAX_SCHEDULE_WINDOWS = alerts_api.MAX_WINDOWS
+MAX_RULE_DURATION_S = alerts_api.MAX_DURATION_S
+MAX_KBPS = alerts_api.MAX_KBPS
+MAX_MUTE = alerts_api.MAX_MUTE
+MAX_MUTE_LEAD = alerts_api.MAX_MUTE_LEAD
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _DAYS = {
     **{name.lower(): i for i, name in enumerate(DAY_NAMES)},
@@ -318,7 +319,7 @@ class MuteForm(BrowserTimeZoneForm):
 
     DURATIONS = [("1", "1 hour"), ("4", "4 hours"), ("24", "24 hours"), ("until", "until a given time")]
 
-    subject = forms.CharField(label="Mute", max_length=30, widget=forms.Select)
+    subject = forms.CharField(label="Mute", widget=forms.Select)  # "server:<id>" or "stream:<id>"
     starts_at = forms.DateTimeField(
         required=False, label="From", widget=_datetime_input(),
         help_text="Blank: now. A later start plans a maintenance window.",
@@ -420,11 +421,16 @@ class AlertRuleForm(forms.ModelForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         fields: dict[str, Any] = self.fields
         fields["condition"].choices = [
-            (value, label) for value, label in Condition.choices if value != Condition.STREAM_UNSTABLE
+            (value, label)
+            for value, label in Condition.choices
+            if value not in (Condition.STREAM_UNSTABLE, Condition.DEPLOY_FAILED)  # raised without a rule of their own
         ]
         fields["application"].queryset = Application.objects.select_related("server").order_by("server__name", "name")
         fields["key"].queryset = StreamKey.objects.select_related("application__server").order_by(
             "application__server__name", "application__name", "public_name"
+        )
+        fields["channels"].label_from_instance = (  # type: ignore[attr-defined]
+            lambda c: f"{c.name} ({c.get_kind_display()}{'' if c.enabled else ', disabled'})"
         )
         fields["key"].label_from_instance = (  # type: ignore[attr-defined]
             lambda key: f"{key.application.server.name}/{key.application.name}/{key.public_name} ({key.label})"
@@ -448,6 +454,12 @@ class AlertRuleForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean_threshold_pct(self) -> float | None:
         return self._above_zero("threshold_pct")
+
+    def clean_channels(self) -> Any:
+        channels = self.cleaned_data["channels"]
+        if len(channels) > alerts_api.MAX_RULE_CHANNELS:
+            raise ValidationError(f"At most {alerts_api.MAX_RULE_CHANNELS} channels.")
+        return channels
 
     def clean_schedule_text(self) -> list[dict[str, Any]]:
         return parse_schedule(self.cleaned_data["schedule_text"])

@@ -648,7 +648,10 @@ def _failed(delivery: Delivery, exc: Exception, now: datetime) -> None:
     permanent = isinstance(exc, SendError) and exc.permanent
     status = exc.status if isinstance(exc, SendError) else None
     webhook = delivery.kind == NotificationChannel.Kind.WEBHOOK
-    give_up = webhook and (permanent or delivery.attempts >= Delivery.MAX_WEBHOOK_ATTEMPTS)
+    test = delivery.event == Delivery.Event.TEST  # someone is waiting for the answer; a typo must not retry forever
+    give_up = (webhook and (permanent or delivery.attempts >= Delivery.MAX_WEBHOOK_ATTEMPTS)) or (
+        test and delivery.attempts >= Delivery.MAX_TEST_ATTEMPTS
+    )
     wait = min(settings.DELIVERY_RETRY_S * 2 ** max(delivery.attempts - 1, 0), settings.DELIVERY_RETRY_MAX_S)
     message = f"{type(exc).__name__}: {exc}"[:500]
     log.warning("notice %s to %s failed (attempt %d): %s", delivery.pk, delivery.target, delivery.attempts, message)

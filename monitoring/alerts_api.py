@@ -509,6 +509,9 @@ class AlertRuleSerializer(StrictSerializerMixin, serializers.ModelSerializer):  
         if condition == Condition.STREAM_UNSTABLE:
             errors["condition"] = ["'Stream unstable' alerts follow the stream_dropped rule of the stream; "
                                    "make a stream_dropped rule instead."]  # fmt: skip
+        if condition == Condition.DEPLOY_FAILED:
+            errors["condition"] = ["'Config deploy failed' alerts are raised by deploys and notify like the "
+                                   "server's server_down rule; make a server_down rule instead."]  # fmt: skip
         if condition == Condition.EXPECTED_LIVE and current("key") is None:
             errors["key"] = ["An expected_live rule needs the publish key expected to be live."]
         if condition == Condition.SERVER_DOWN and (current("application") is not None or current("key") is not None):

@@ -346,7 +346,8 @@ class Delivery(models.Model):
 
     Sent at least once: a worker claims it for ``TALLY_DELIVERY_LEASE_S`` (``sending``); if the worker dies
     the claim expires and another sends it again, with the same ``idempotency_key``. Failures are retried
-    with exponential backoff; e-mail never gives up, a webhook does after ``MAX_WEBHOOK_ATTEMPTS``.
+    with exponential backoff; an alert's e-mail never gives up, a webhook does after ``MAX_WEBHOOK_ATTEMPTS``
+    and a test send after ``MAX_TEST_ATTEMPTS``.
     """
 
     class Status(models.TextChoices):
@@ -362,6 +363,7 @@ class Delivery(models.Model):
         TEST = "test", "Test"
 
     MAX_WEBHOOK_ATTEMPTS = 10
+    MAX_TEST_ATTEMPTS = 3
 
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries")
     channel = models.ForeignKey(

@@ -144,7 +144,9 @@ class NginxProcess:
             self._wait_for_stat(start_timeout_s)
         elif not wait_until(self._rtmp_answers, start_timeout_s):  # a TCP proxy: no /stat, only its listener
             self.stop(grace_s=1)
-            raise ProcessError(f"nginx did not listen on {HOST}:{rtmp_port} within {start_timeout_s}s:\n{self.error_log()}")
+            raise ProcessError(
+                f"nginx did not listen on {HOST}:{rtmp_port} within {start_timeout_s}s:\n{self.error_log()}"
+            )
 
     def _rtmp_answers(self) -> bool:
         if not self.alive():

@@ -4,20 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0005_subscription_unique_per_subject'),
+        ("monitoring", "0005_subscription_unique_per_subject"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='alert',
-            name='condition',
-            field=models.CharField(choices=[('stream_dropped', 'Stream dropped'), ('stream_unstable', 'Stream unstable'), ('expected_live', 'Expected live, not live'), ('server_down', 'Server down'), ('low_bitrate', 'Low bitrate'), ('no_video', 'No video'), ('deploy_failed', 'Config deploy failed')], max_length=20),
+            model_name="alert",
+            name="condition",
+            field=models.CharField(
+                choices=[
+                    ("stream_dropped", "Stream dropped"),
+                    ("stream_unstable", "Stream unstable"),
+                    ("expected_live", "Expected live, not live"),
+                    ("server_down", "Server down"),
+                    ("low_bitrate", "Low bitrate"),
+                    ("no_video", "No video"),
+                    ("deploy_failed", "Config deploy failed"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='alertrule',
-            name='condition',
-            field=models.CharField(choices=[('stream_dropped', 'Stream dropped'), ('stream_unstable', 'Stream unstable'), ('expected_live', 'Expected live, not live'), ('server_down', 'Server down'), ('low_bitrate', 'Low bitrate'), ('no_video', 'No video'), ('deploy_failed', 'Config deploy failed')], max_length=20),
+            model_name="alertrule",
+            name="condition",
+            field=models.CharField(
+                choices=[
+                    ("stream_dropped", "Stream dropped"),
+                    ("stream_unstable", "Stream unstable"),
+                    ("expected_live", "Expected live, not live"),
+                    ("server_down", "Server down"),
+                    ("low_bitrate", "Low bitrate"),
+                    ("no_video", "No video"),
+                    ("deploy_failed", "Config deploy failed"),
+                ],
+                max_length=20,
+            ),
         ),
     ]

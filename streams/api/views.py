@@ -91,8 +91,8 @@ class ServerViewSet(AuditedModelViewSet):
             data["revision"] = s.ConfigRevisionSerializer(result.revision).data
         # A dry run answers 200 with its validation; a deploy 200 (applied), 422 (refused by nginx -t) or
         # 502 (the reload left nginx unhealthy and the agent rolled it back, or the agent failed).
-        codes = {ConfigRevision.Status.INVALID: 422, ConfigRevision.Status.ROLLED_BACK: 502,
-                 ConfigRevision.Status.FAILED: 502}  # fmt: skip
+        codes: dict[str, int] = {ConfigRevision.Status.INVALID: 422, ConfigRevision.Status.ROLLED_BACK: 502,
+                                 ConfigRevision.Status.FAILED: 502}  # fmt: skip
         return Response(data, status=codes.get(result.revision.status, 200) if result.revision else 200)
 
     @extend_schema(request=None, responses={200: s.ConfigRevisionSerializer})

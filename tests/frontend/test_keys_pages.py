@@ -233,5 +233,5 @@ def test_keys_list_takes_the_same_queries_for_many_keys(admin, django_assert_max
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = client.get(f"/applications/{big.pk}/").content.decode()
     assert page.count("<tr data-key=") == 120 and page.count('class="pill live"') >= 120
-    with django_assert_max_num_queries(6):  # session, user, role, application, keys, live sessions
+    with django_assert_max_num_queries(7):  # session, user, role, application, keys, live sessions, subscription
         client.get(f"/applications/{big.pk}/")
