@@ -32,19 +32,24 @@ class ServerForm(forms.ModelForm):  # type: ignore[type-arg]
         required=False, label="Wowza password", widget=forms.PasswordInput(render_value=False),
         help_text="Write-only. Leave blank to keep the stored one.",
     )  # fmt: skip
+    agent_token = forms.CharField(
+        required=False, label="Agent token", widget=forms.PasswordInput(render_value=False), max_length=500,
+        help_text="tally-agent's token on this host. Write-only. Leave blank to keep the stored one.",
+    )  # fmt: skip
 
     class Meta:
         model = Server
         fields = [
             "name", "kind", "role", "host", "rtmp_port", "enabled", "poll_interval_s", "stat_url", "control_url",
-            "wowza_api_url", "wowza_auth", "notes",
+            "wowza_api_url", "wowza_auth", "notes", "agent_url", "agent_ca", "reload_mode", "reconnect_delay_s",
+            "proxy_method",
         ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["tags_text"].initial = ", ".join(self.instance.tags or [])
         self.fields["poll_interval_s"].required = False  # blank: the default
-        self._stored = (self.instance.wowza_username, self.instance.wowza_password)
+        self._stored = (self.instance.wowza_username, self.instance.wowza_password, self.instance.agent_token)
 
     def clean_poll_interval_s(self) -> int:
         value = self.cleaned_data.get("poll_interval_s")
@@ -59,6 +64,7 @@ class ServerForm(forms.ModelForm):  # type: ignore[type-arg]
         self.instance.tags = self.cleaned_data.get("tags_text", self.instance.tags)
         self.instance.wowza_username = self.cleaned_data.get("wowza_username") or self._stored[0]
         self.instance.wowza_password = self.cleaned_data.get("wowza_password") or self._stored[1]
+        self.instance.agent_token = self.cleaned_data.get("agent_token") or self._stored[2]
         super()._post_clean()  # type: ignore[misc]
 
 

@@ -110,14 +110,12 @@ def live_counts() -> dict[int, int]:
 
 
 def config_revision(server: Server) -> tuple[str, str]:
-    """(revision, error): the first 12 hex digits of the sha256 of the config Tally renders for an
-    nginx-rtmp origin or edge now (the same text as the config page), or why it cannot be rendered."""
-    if server.kind != Server.Kind.NGINX_RTMP or server.role == Server.Role.PROXY:
+    """(revision, error): the first 12 hex digits of the sha256 of the config a deploy would write on this
+    nginx server now (``render_server_config``: origin, edge or proxy), or why it cannot be rendered."""
+    if server.kind != Server.Kind.NGINX_RTMP:
         return "", ""
     try:
-        text = rendering.render_origin_config(
-            server, server.applications.all(), callback_base_url=settings.CALLBACK_BASE_URL, prefix_paths=False
-        )
+        text = rendering.render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL)
     except ValueError as exc:
         return "", str(exc)
     return hashlib.sha256(text.encode()).hexdigest()[:12], ""
@@ -206,5 +204,6 @@ class ServerDetailView(RoleView):
             "transitions": server.health_transitions.all()[: self.TRANSITIONS],
             "revision": revision,
             "revision_error": revision_error,
+            "deployed": server.config_revisions.filter(status__in=["applied", "rollback"]).order_by("-number").first(),
         }
         return render(request, "frontend/server_detail.html", context)

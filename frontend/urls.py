@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import alert_pages, dashboards, server_pages, views
+from frontend import alert_pages, dashboards, deploy_pages, server_pages, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
@@ -27,6 +27,7 @@ urlpatterns = [
     path("publish-security/", views.PublishSecurityView.as_view(), name="publish-security"),
     path("servers/<int:pk>/hook-secret/", views.ServerHookSecretView.as_view(), name="server-hook-secret"),
     path("servers/<int:pk>/config/", views.ServerConfigView.as_view(), name="server-config"),
+    path("servers/<int:pk>/deploys/", deploy_pages.ServerDeployView.as_view(), name="server-deploys"),
     path("alerts/", alert_pages.AlertListView.as_view(), name="alert-list"),
     path("alerts/<int:pk>/", alert_pages.AlertDetailView.as_view(), name="alert-detail"),
     path("alerts/<int:pk>/acknowledge/", alert_pages.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),

@@ -194,9 +194,7 @@ def test_server_page_shows_status_streams_applications_polls_and_revision(viewer
     assert "100, of which 3 failed" in polls and "(12 ms)" in polls and "none: the last poll answered" in polls
     assert "timeout after 5.0 s" in polls
     assert polls.index('degraded</span> → <span class="health-up">up') < polls.index("timeout after 5.0 s")
-    config = rendering.render_origin_config(
-        server, server.applications.all(), callback_base_url=settings.CALLBACK_BASE_URL, prefix_paths=False
-    )
+    config = rendering.render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL)
     revision = hashlib.sha256(config.encode()).hexdigest()[:12]
     assert f"rendered config sha256:{revision}</span> (no deploys recorded yet)" in html
     assert f'data-server="{server.pk}" data-history-url="/api/v1/servers/{server.pk}/history/"' in html
@@ -226,7 +224,7 @@ def test_server_page_empty_states(viewer, admin):
     assert "No polls yet, so no poll errors." in html and "No health changes recorded yet" in html
     wowza = factories.make_server("wz", kind=Server.Kind.WOWZA, stat_url="", wowza_api_url="http://192.0.2.9:8087/")
     html = logged_in(admin).get(f"/servers/{wowza.pk}/").content.decode()
-    assert "Tally renders configs for nginx-rtmp origins and edges only" in html and "/config/" not in html
+    assert "Tally renders configs for nginx servers only" in html and "/config/" not in html
     proxy = factories.make_server("px", role=Server.Role.PROXY, stat_url="")
     assert "a TCP proxy has no stat page" in logged_in(viewer).get(f"/servers/{proxy.pk}/").content.decode()
 
@@ -244,7 +242,7 @@ def test_server_page_caps_live_streams_and_queries(viewer, django_assert_max_num
         for i in range(150)
     )  # fmt: skip
     client = logged_in(viewer)
-    with django_assert_max_num_queries(11):  # not per stream or application (+1: your subscription)
+    with django_assert_max_num_queries(13):  # not per stream or application (+subscription, deployed revision, pool)
         html = client.get(f"/servers/{server.pk}/").content.decode()
     assert html.count("<tr data-stream=") == 100
     assert f'And 50 more: <a href="/streams/?server={server.pk}">' in html and "<b>150</b>" in html
