@@ -151,6 +151,8 @@ def test_a_worker_killed_mid_send_delivers_after_restart(transactional_db, tmp_p
         smtp.inbox.stall = False
         with run_worker(tmp_path, **env):
             assert wait_until(lambda: smtp.inbox.messages, timeout_s=BOUND_S)
+            # (the worker records the send right after the SMTP answer: let it, before it is stopped)
+            assert wait_until(lambda: Delivery.objects.get().status == Delivery.Status.SENT, timeout_s=BOUND_S)
         (text,) = smtp.inbox.texts()
         assert "Server down: edge-9" in text and str(notice.idempotency_key) in text
         notice.refresh_from_db()
