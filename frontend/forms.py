@@ -49,11 +49,26 @@ class ServerForm(forms.ModelForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         self.fields["tags_text"].initial = ", ".join(self.instance.tags or [])
         self.fields["poll_interval_s"].required = False  # blank: the default
+        for name in ("reload_mode", "reconnect_delay_s", "proxy_method"):  # deploy options: blank keeps the default
+            self.fields[name].required = False
         self._stored = (self.instance.wowza_username, self.instance.wowza_password, self.instance.agent_token)
 
     def clean_poll_interval_s(self) -> int:
         value = self.cleaned_data.get("poll_interval_s")
         return int(value) if value is not None else int(Server._meta.get_field("poll_interval_s").get_default())
+
+    def _or_default(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        return value if value not in (None, "") else getattr(self.instance, name)
+
+    def clean_reload_mode(self) -> Any:
+        return self._or_default("reload_mode")
+
+    def clean_reconnect_delay_s(self) -> Any:
+        return self._or_default("reconnect_delay_s")
+
+    def clean_proxy_method(self) -> Any:
+        return self._or_default("proxy_method")
 
     def clean_tags_text(self) -> list[str]:
         tags = [t.strip() for t in self.cleaned_data["tags_text"].split(",") if t.strip()]

@@ -898,4 +898,4 @@ def test_acknowledge_and_mute_with_the_keyboard_while_others_watch(live_console,
     mutes = browser()
     log_in(mutes, base, "viewer", "/alerts/mutes/")
     assert "camera swap" in mutes.inner_text("[data-mutes=active]")
-    assert "4:00" not in mutes.inner_text("[data-mutes=active]")  # times, not durations: localized dates
+    assert re.search(r"\b20\d\d\b", mutes.inner_text("[data-mutes=active]"))  # times as localized dates
