@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from frontend.views import RoleView
-from monitoring import fleet
+from monitoring import fleet, polling
 from monitoring.models import Health, ServerStatus, Stream
 from streams import rendering
 from streams.models import Server
@@ -53,11 +53,8 @@ class ServerRow:
 
     @property
     def pollable(self) -> bool:
-        """Does polling read this server (``monitoring.polling.pollable_servers``, enabled or not)?"""
-        server = self.server
-        if server.kind == Server.Kind.WOWZA:
-            return bool(server.wowza_api_url)
-        return server.role != Server.Role.PROXY and bool(server.stat_url)
+        """Does polling read this server (enabled or not)?"""
+        return polling.has_something_to_poll(self.server)
 
     @property
     def bandwidth_kbps(self) -> float | None:

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 POLL_LOCK = 0x7A11_0001  # advisory lock key of the poll cycle
 
 
+def has_something_to_poll(server: Server) -> bool:
+    """nginx-rtmp origins and edges with a stat URL, and Wowza servers with a REST API URL (enabled or not)."""
+    if server.kind == Server.Kind.WOWZA:
+        return bool(server.wowza_api_url)
+    return server.role != Server.Role.PROXY and bool(server.stat_url)
+
+
 def pollable_servers() -> QuerySet[Server]:
-    """Enabled servers that have something to poll: nginx-rtmp origins and edges with a stat URL, Wowza."""
+    """Enabled servers that ``has_something_to_poll`` (the same test, in SQL)."""
     return Server.objects.filter(enabled=True).filter(
         (Q(kind=Server.Kind.NGINX_RTMP) & ~Q(role=Server.Role.PROXY) & ~Q(stat_url=""))
         | (Q(kind=Server.Kind.WOWZA) & ~Q(wowza_api_url=""))

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Install, with apt, the system packages that the tests (and `make demo`) run for real, when missing:
-# PostgreSQL, Redis, nginx with the RTMP and stream modules, ffmpeg, Chromium, and python3-venv.
+# PostgreSQL, Redis, nginx with the RTMP and stream modules, ffmpeg, Chromium, openssl (the agent's TLS
+# test makes a certificate with it), and python3-venv.
 set -eu
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for pkg in postgresql redis-server nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg chromium; do
+for pkg in postgresql redis-server nginx libnginx-mod-rtmp libnginx-mod-stream ffmpeg chromium openssl; do
     have "$pkg" || need="$need $pkg"
 done
 # Debian's python3 needs python3-venv for `python3 -m venv`; other Pythons bring ensurepip themselves.

@@ -540,8 +540,9 @@ def test_tls_with_a_self_signed_certificate(
     agent_factory: AgentFactory,
 ) -> None:
     openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl CLI is not installed")
+    assert openssl is not None, (
+        "the openssl CLI is missing: make test installs it (deploy/scripts/install-system-deps.sh)"
+    )
     cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
     subprocess.run(
         [
