@@ -99,6 +99,36 @@ def get_bytes(
             response.close()
 
 
+def call(
+    method: str,
+    url: str,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    json_body: object = None,
+    auth: Auth = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """Send one request (a write to a management API) and return ``(status, body)`` whatever the status:
+    the caller decides what a 404 or 409 means. Transport failures, timeouts, redirects and bodies over
+    ``max_bytes`` raise ``HttpError`` as ``get_bytes`` does.
+    """
+    deadline = time.monotonic() + timeout_s
+    client = _shared_client()
+    with _translate_errors(timeout_s):
+        request = client.build_request(method, url, headers=headers, json=json_body, timeout=timeout_s)
+        response = client.send(request, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT, stream=True)
+        try:
+            if 300 <= response.status_code < 400:
+                _check_response(response, max_bytes)
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise HttpError(f"response too large ({int(length)} bytes, limit {max_bytes})", permanent=True)
+            return response.status_code, _collect(response.iter_bytes(), deadline, timeout_s, max_bytes)
+        finally:
+            response.close()
+
+
 async def aget_bytes(
     url: str,
     *,

@@ -233,6 +233,8 @@ EMAIL_USE_TLS = env_bool("TALLY_EMAIL_STARTTLS")
 EMAIL_USE_SSL = env_bool("TALLY_EMAIL_SSL")
 EMAIL_TIMEOUT = env_int("TALLY_EMAIL_TIMEOUT_S", 10)
 DEFAULT_FROM_EMAIL = env_str("TALLY_EMAIL_FROM", "tally@localhost")
+# Wowza publisher entries follow the keys: revoked/expired ones are deleted, lost ones re-created.
+WOWZA_SYNC_S = env_int("TALLY_WOWZA_SYNC_S", 60)
 CELERY_BEAT_SCHEDULE = {
     "console.heartbeat": {"task": "console.heartbeat", "schedule": float(HEARTBEAT_INTERVAL_S)},
     "monitoring.poll_all": {"task": "monitoring.poll_all", "schedule": float(POLL_INTERVAL_S)},
@@ -240,6 +242,8 @@ CELERY_BEAT_SCHEDULE = {
     "monitoring.prune": {"task": "monitoring.prune", "schedule": 3600.0},
     "monitoring.evaluate_alerts": {"task": "monitoring.evaluate_alerts", "schedule": float(ALERT_TICK_S)},
     "monitoring.send_notices": {"task": "monitoring.send_notices", "schedule": float(ALERT_TICK_S)},
+    "streams.deploy_jobs": {"task": "streams.deploy_jobs", "schedule": 5.0},
+    "streams.sync_wowza": {"task": "streams.sync_wowza", "schedule": float(WOWZA_SYNC_S)},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,17 +1,19 @@
 """Config deploys in the console (admins): preview (dry run with diff and nginx -t), deploy, roll back, and
-every revision with its diff and outcome. The work is ``streams.deploys``; this page only calls it."""
+every revision with its diff and outcome; deploy jobs over several servers with live progress. The work is
+``streams.deploys`` and ``streams.jobs``; these pages only call them."""
 
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from console.roles import Role
 from frontend.views import RoleView
-from streams import deploys
-from streams.models import Server
+from streams import deploys, jobs, wowza
+from streams.models import DeployJob, Server
 
 OUTCOMES = {
     "applied": (messages.SUCCESS, "Revision {n} applied: nginx reloaded and a new worker answers /stat."),
@@ -43,6 +45,9 @@ class ServerDeployView(RoleView):
         if action not in ("preview", "deploy", "rollback") or mode not in Server.ReloadMode.values:
             messages.error(request, "Unknown action or reload mode.")
             return redirect("server-deploys", pk=server.pk)
+        if action == "rollback" and server.kind == Server.Kind.WOWZA:
+            messages.error(request, wowza.ROLLBACK_REFUSED)
+            return redirect("server-deploys", pk=server.pk)
         try:
             if action == "rollback":
                 revision = deploys.rollback(server, self.actor())
@@ -58,5 +63,54 @@ class ServerDeployView(RoleView):
             messages.error(request, f"Nothing changed: {exc}")
             return redirect("server-deploys", pk=server.pk)
         level, text = OUTCOMES.get(revision.status, (messages.INFO, "Revision {n}: {status}."))
+        if server.kind == Server.Kind.WOWZA and revision.status == "applied":
+            text = "Revision {n} applied through Wowza's REST API and read back."
         messages.add_message(request, level, text.format(n=revision.number, status=revision.status))
         return redirect("server-deploys", pk=server.pk)
+
+
+class DeployJobsView(RoleView):
+    """``/deploys/``: deploy several servers as one job (origins first, then proxies), and recent jobs."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, errors: list[str] | None = None) -> HttpResponse:
+        servers = [(server, jobs.deployable(server)) for server in jobs.deploy_order(list(Server.objects.all()))]
+        recent = Paginator(DeployJob.objects.prefetch_related("steps__server"), 20).get_page(request.GET.get("page"))
+        context = {"servers": servers, "page": recent, "modes": Server.ReloadMode.choices, "errors": errors or []}
+        return render(request, "frontend/deploy_jobs.html", context, status=400 if errors else 200)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        ids = [value for value in request.POST.getlist("servers") if value.isdigit()][: jobs.MAX_SERVERS + 1]
+        mode = request.POST.get("mode", "")
+        try:
+            job = jobs.create_job(self.actor(), list(Server.objects.filter(pk__in=ids)), mode=mode,
+                                  stop_on_failure=request.POST.get("stop_on_failure") == "on")  # fmt: skip
+        except ValidationError as exc:
+            return self.get(request, errors=exc.messages)
+        messages.success(request, f"Deploy job {job.pk} queued.")
+        return redirect("deploy-job", pk=job.pk)
+
+
+class DeployJobView(RoleView):
+    """``/deploys/<id>/``: one job's steps, refreshed in place as the worker reports; cancel."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = get_object_or_404(DeployJob.objects.prefetch_related("steps__server", "steps__revision"), pk=pk)
+        steps = list(job.steps.all())
+        finished = sum(1 for step in steps if step.status not in ("pending", "running"))
+        return render(request, "frontend/deploy_job.html", {"job": job, "steps": steps, "finished": finished})
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = get_object_or_404(DeployJob, pk=pk)
+        if request.POST.get("action") != "cancel":
+            messages.error(request, "Unknown action.")
+        elif jobs.cancel(job, self.actor()):
+            messages.success(request, "Cancelled: the server being deployed now finishes, the rest are skipped.")
+        else:
+            messages.info(request, f"The job has already {job.status}.")
+        return redirect("deploy-job", pk=pk)

@@ -226,6 +226,7 @@ class KeyIssueView(RoleView):
                 form.add_error(None, exc)
             else:
                 _show_once(request, "key", issued.key.pk, issued.secret)
+                _wowza_message(request, issued.wowza)
                 return redirect("key-issued", pk=issued.key.pk)
         return render(request, "frontend/form.html", {"form": form, "title": f"Issue a key for {app}"}, status=400)
 
@@ -252,6 +253,8 @@ class KeyIssuedView(RoleView):
             context.update(
                 secret=issued.secret,
                 obs_server_url=issued.obs_server_url,
+                obs_stream_key=issued.obs_stream_key,
+                username=issued.username,
                 publish_url=issued.publish_url,
                 ffmpeg_command=ffmpeg_command(issued.publish_url),
                 rotated=once.get("action") == "rotate",
@@ -281,7 +284,15 @@ class KeyRevokeView(RoleView):
         for kick in result.kicks:
             level = messages.SUCCESS if kick.outcome == "dropped" else messages.WARNING
             messages.add_message(request, level, _kick_message(kick))
+        _wowza_message(request, result.wowza)
         return redirect("key-detail", pk=key.pk)
+
+
+def _wowza_message(request: HttpRequest, outcome: str) -> None:
+    """Show what a key change did on Wowza (nothing for nginx-rtmp keys)."""
+    if outcome:
+        failed = "not written" in outcome or "not updated" in outcome
+        messages.add_message(request, messages.WARNING if failed else messages.SUCCESS, outcome)
 
 
 KICK_OUTCOMES = {
@@ -332,6 +343,7 @@ class KeyRotateView(RoleView):
             messages.error(request, " ".join(exc.messages))
             return redirect("key-detail", pk=pk)
         _show_once(request, "key", issued.key.pk, issued.secret, action="rotate")
+        _wowza_message(request, issued.wowza)
         return redirect("key-issued", pk=issued.key.pk)
 
 

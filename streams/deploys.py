@@ -1,6 +1,7 @@
 """Config deploys: render a server's config, diff it against what is live, validate it on the host, apply
-it with a reload, and keep every revision. The host side is tally-agent (deploy/agent/tally_agent.py);
-``AgentClient`` is the one seam to it.
+it with a reload, and keep every revision. For nginx the host side is tally-agent
+(deploy/agent/tally_agent.py) and ``AgentClient`` is the one seam to it; for Wowza, ``streams.wowza.
+WowzaTarget`` offers the same calls through Wowza's REST API (``target_for`` picks one).
 
 A deploy never writes a config nginx refuses (the agent runs ``nginx -t`` on the candidate first) and
 never leaves nginx unhealthy (the agent verifies the reload and rolls back by itself). Each outcome is a
@@ -14,8 +15,10 @@ import difflib
 import hashlib
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from django.conf import settings
@@ -24,6 +27,7 @@ from django.db.models import Max
 from django.dispatch import Signal
 
 from console import audit
+from streams import wowza
 from streams.models import ConfigRevision, Server
 from streams.rendering import render_server_config
 
@@ -35,7 +39,37 @@ config_deployed = Signal()
 
 
 class AgentError(Exception):
-    """The agent could not be reached or answered something unusable."""
+    """The agent (or Wowza's REST API) could not be reached or answered something unusable."""
+
+
+class Target(Protocol):
+    """Where a deploy goes: tally-agent for nginx, the REST API for Wowza. Each call answers a dict with
+    ``ok`` and ``output`` (and ``error``/``rolled_back`` on failure) or raises."""
+
+    def config(self) -> tuple[str, str]: ...
+    def validate(self, text: str) -> dict[str, Any]: ...
+    def apply(self, text: str, mode: str, reconnect_delay_s: int, expected_sha256: str) -> dict[str, Any]: ...
+    def rollback(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def target_for(server: Server) -> tuple[Target, str]:
+    """The deploy target of ``server`` and the candidate text it takes; raises ``AgentError``."""
+    if server.kind == Server.Kind.WOWZA:
+        try:
+            target = wowza.WowzaTarget(server)
+        except wowza.WowzaError as exc:
+            raise AgentError(str(exc)) from None
+        return target, target.rendered()
+    return AgentClient(server), render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL)
+
+
+@contextmanager
+def _wowza_errors() -> Iterator[None]:
+    try:
+        yield
+    except wowza.WowzaError as exc:
+        raise AgentError(str(exc)) from None
 
 
 class AgentClient:
@@ -125,6 +159,7 @@ class DeployResult:
         return self.revision.status if self.revision else ("valid" if self.valid else "invalid")
 
 
+@_wowza_errors()
 def deploy(server: Server, actor: audit.Actor, *, dry_run: bool = False, mode: str | None = None) -> DeployResult:
     """Render ``server``'s config, diff it against the live one, validate it on the host; unless
     ``dry_run``, apply it (graceful or reconnect reload) and store the revision.
@@ -135,8 +170,7 @@ def deploy(server: Server, actor: audit.Actor, *, dry_run: bool = False, mode: s
     mode = mode or server.reload_mode
     if mode not in Server.ReloadMode.values:
         raise ValueError(f"mode must be one of {', '.join(Server.ReloadMode.values)}.")
-    text = render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL)
-    agent = AgentClient(server)
+    agent, text = target_for(server)
     try:
         live_text, live_sha = agent.config()
         validation = agent.validate(text)
@@ -169,9 +203,10 @@ def deploy(server: Server, actor: audit.Actor, *, dry_run: bool = False, mode: s
     return result
 
 
+@_wowza_errors()
 def rollback(server: Server, actor: audit.Actor) -> ConfigRevision:
     """Put back the config that was live before the last apply (the agent keeps it), as a new revision."""
-    agent = AgentClient(server)
+    agent, _ = target_for(server)
     try:
         live_text, live_sha = agent.config()
         started = time.monotonic()
@@ -196,6 +231,8 @@ def _store(
     output = result.validation_output
     if status in (ConfigRevision.Status.FAILED, ConfigRevision.Status.ROLLED_BACK):
         output = str(answer.get("error") or answer.get("output") or output)[:20000]
+    elif answer.get("actions") is not None:  # a Wowza sync: what it did, rather than the plan
+        output = str(answer.get("output", ""))[:20000]
     with transaction.atomic():
         Server.objects.select_for_update().filter(pk=server.pk).first()  # numbers are taken one at a time
         number = (ConfigRevision.objects.filter(server=server).aggregate(n=Max("number"))["n"] or 0) + 1
@@ -203,14 +240,14 @@ def _store(
             server=server, number=number, text=result.text, sha256=result.sha256,
             previous_sha256=result.live_sha256, diff=result.diff, status=status, mode=mode, output=output,
             result={k: v for k, v in answer.items() if k != "config"}, author=actor.user,
-            author_name=_actor_name(actor), duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
+            author_name=actor_name(actor), duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
         )  # fmt: skip
         audit.record(actor, "deploy", revision, after={"status": status, "sha256": result.sha256, "number": number,
                                                        "mode": mode})  # fmt: skip
     return revision
 
 
-def _actor_name(actor: audit.Actor) -> str:
+def actor_name(actor: audit.Actor) -> str:
     if actor.user is not None:
         return str(getattr(actor.user, "username", ""))[:150]
     return str(actor.token)[:150] if actor.token else "system"

@@ -14,8 +14,8 @@ from django.utils.text import slugify
 
 from console import audit
 from console.tokens import hash_secret
-from streams import hooks, sessions
-from streams.models import Application, PublishSession, StreamKey
+from streams import hooks, sessions, wowza
+from streams.models import Application, PublishSession, Server, StreamKey
 
 SECRET_BYTES = 24  # 192 bits; token_urlsafe gives 32 URL-safe characters
 VISIBLE_PREFIX_LEN = 6
@@ -27,10 +27,25 @@ class IssuedKey:
 
     key: StreamKey
     secret: str
+    wowza: str = ""  # what writing the Wowza publisher entry did (Wowza servers only)
 
     @property
     def obs_server_url(self) -> str:
         return self.key.application.publish_base_url
+
+    @property
+    def on_wowza(self) -> bool:
+        return _on_wowza(self.key.application)
+
+    @property
+    def obs_stream_key(self) -> str:
+        """nginx-rtmp: the secret (on_publish renames it to the public name). Wowza: the public name, with
+        ``username``/the secret as the publisher credentials."""
+        return self.key.public_name if self.on_wowza else self.secret
+
+    @property
+    def username(self) -> str:
+        return self.key.wowza_publisher if self.on_wowza else ""
 
     @property
     def publish_url(self) -> str:
@@ -53,7 +68,10 @@ def default_public_name(application: Application, label: str) -> str:
             return candidate
 
 
-@transaction.atomic
+def _on_wowza(application: Application) -> bool:
+    return application.server.kind == Server.Kind.WOWZA
+
+
 def issue_key(
     application: Application,
     *,
@@ -64,7 +82,26 @@ def issue_key(
     max_publishers: int = 1,
     allowed_cidrs: list[str] | None = None,
 ) -> IssuedKey:
-    """Create a key with a fresh secret; raises ValidationError naming the bad field."""
+    """Create a key with a fresh secret; raises ValidationError naming the bad field. On a Wowza server the
+    key's publisher entry is written once the key is stored."""
+    issued = _issue_key(application, label=label, actor=actor, public_name=public_name, expires_at=expires_at,
+                        max_publishers=max_publishers, allowed_cidrs=allowed_cidrs)  # fmt: skip
+    if not _on_wowza(application):
+        return issued
+    return IssuedKey(issued.key, issued.secret, wowza.key_issued(issued.key, issued.secret))
+
+
+@transaction.atomic
+def _issue_key(
+    application: Application,
+    *,
+    label: str,
+    actor: audit.Actor,
+    public_name: str = "",
+    expires_at: datetime | None = None,
+    max_publishers: int = 1,
+    allowed_cidrs: list[str] | None = None,
+) -> IssuedKey:
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
     secret = new_secret()
@@ -78,6 +115,7 @@ def issue_key(
         expires_at=expires_at,
         max_publishers=max_publishers,
         allowed_cidrs=allowed_cidrs or [],
+        wowza_secret=secret if _on_wowza(application) else "",
     )
     key.full_clean()
     key.save()
@@ -92,6 +130,7 @@ class RevokeResult:
     key: StreamKey
     was_already_revoked: bool
     kicks: list[sessions.KickResult] = field(default_factory=list)
+    wowza: str = ""  # what deleting the Wowza publisher entry and disconnecting the stream did
 
 
 def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeResult:
@@ -108,23 +147,37 @@ def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeRe
             locked.revoked_at = timezone.now()
             locked.revoked_by = actor.user
             locked.revoke_reason = reason[:200]
-            locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "updated"])
+            locked.wowza_secret = ""
+            locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "wowza_secret", "updated"])
             audit.record(actor, "revoke", locked, before=before, after=audit.snapshot(locked), message=reason[:500])
     hooks.recent_keys.forget_hashes({locked.secret_hash, locked.previous_secret_hash})
     kicks = sessions.kick_key_sessions(locked.pk, actor, PublishSession.EndReason.REVOKED)
-    return RevokeResult(key=locked, was_already_revoked=already, kicks=kicks)
+    outcome = ""
+    if _on_wowza(locked.application):
+        outcome = wowza.key_revoked(locked)
+        audit.record(actor, "kick", locked, message=outcome[:500])
+    return RevokeResult(key=locked, was_already_revoked=already, kicks=kicks, wowza=outcome)
 
 
 MAX_ROTATION_GRACE = timedelta(days=7)
 
 
-@transaction.atomic
 def rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta = timedelta(hours=1)) -> IssuedKey:
     """Give the key a new secret for the same public name; the old secret keeps working for ``grace``.
 
     Live publishers on the old secret keep streaming until the grace ends; then their next on_update
-    refuses them, so encoders must be switched to the new secret within the grace.
+    refuses them, so encoders must be switched to the new secret within the grace. On Wowza, a publisher
+    entry has one password: the new secret replaces the old one at once (no grace); a live encoder keeps
+    streaming until it reconnects.
     """
+    issued = _rotate_key(key, actor, grace)
+    if not _on_wowza(issued.key.application):
+        return issued
+    return IssuedKey(issued.key, issued.secret, wowza.key_issued(issued.key, issued.secret))
+
+
+@transaction.atomic
+def _rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta) -> IssuedKey:
     if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
         raise ValidationError({"grace_s": f"The grace must be between 0 and {MAX_ROTATION_GRACE.days} days."})
     locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
@@ -135,7 +188,11 @@ def rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta = timedelta(
     locked.previous_valid_until = timezone.now() + grace
     locked.secret_hash = hash_secret(secret)
     locked.prefix = secret[:VISIBLE_PREFIX_LEN]
-    locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix", "updated"])
+    if _on_wowza(locked.application):
+        locked.wowza_secret = secret
+        locked.previous_valid_until = timezone.now()  # one password per Wowza publisher: no grace
+    locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix",
+                               "wowza_secret", "updated"])  # fmt: skip
     audit.record(actor, "rotate", locked, after=audit.snapshot(locked), message=f"old secret valid for {grace}")
     return IssuedKey(key=locked, secret=secret)
 

@@ -147,9 +147,14 @@ class Server(models.Model):
 
     @property
     def rtmp_base_url(self) -> str:
+        return f"rtmp://{self.rtmp_authority}"
+
+    @property
+    def rtmp_authority(self) -> str:
+        """host[:port] of the RTMP listener (port left out when it is 1935)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = "" if self.rtmp_port == 1935 else f":{self.rtmp_port}"
-        return f"rtmp://{host}{port}"
+        return f"{host}{port}"
 
 
 class ApplicationQuerySet(models.QuerySet["Application"]):
@@ -224,7 +229,7 @@ class StreamKey(models.Model):
         EXPIRED = "expired", "Expired"
         REVOKED = "revoked", "Revoked"
 
-    AUDIT_EXCLUDED_FIELDS = ("secret_hash", "previous_secret_hash")
+    AUDIT_EXCLUDED_FIELDS = ("secret_hash", "previous_secret_hash", "wowza_secret")
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="keys")
     label = models.CharField(max_length=100)
@@ -250,6 +255,9 @@ class StreamKey(models.Model):
         default=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
     allowed_cidrs = models.JSONField(default=list, blank=True, validators=[validators.validate_cidrs])
+    # Wowza only: the secret itself (encrypted), so its publisher entry can be re-created when Wowza lost it.
+    # Cleared on revoke. nginx-rtmp keys never store it: their callbacks check the hash.
+    wowza_secret = EncryptedTextField(blank=True, editable=False)
 
     objects = StreamKeyQuerySet.as_manager()
 
@@ -304,8 +312,18 @@ class StreamKey(models.Model):
             and hmac.compare_digest(self.previous_secret_hash, digest)
         )
 
+    @property
+    def wowza_publisher(self) -> str:
+        """The Wowza publisher (source account) name of this key: the encoder's username on Wowza."""
+        return f"tally-{self.pk}"
+
     def publish_url(self, secret: str) -> str:
-        """The full URL an encoder publishes to (only ever built at issue time)."""
+        """The full URL an encoder publishes to (only ever built at issue time). On Wowza the secret is the
+        password of the key's publisher entry and the stream name is the public name."""
+        if self.application.server.kind == Server.Kind.WOWZA:
+            server = self.application.server
+            credentials = f"{quote(self.wowza_publisher, safe='')}:{quote(secret, safe='')}"
+            return f"rtmp://{credentials}@{server.rtmp_authority}/{self.application.name}/{self.public_name}"
         return f"{self.application.publish_base_url}/{quote(secret, safe='')}"
 
 
@@ -489,3 +507,66 @@ class ConfigRevision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.server_id} r{self.number} ({self.status})"
+
+
+class DeployJob(models.Model):
+    """A deploy to several servers, run by a worker one server at a time: origins first, then proxies, so
+    a proxy never points at an origin that is not ready. Progress is in its steps."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    mode = models.CharField(max_length=10, choices=Server.ReloadMode.choices, blank=True)  # blank: each server's
+    stop_on_failure = models.BooleanField(default=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="+")  # fmt: skip
+    author_name = models.CharField(max_length=150, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)  # the runner's last sign of life
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["status", "created"], name="streams_deployjob_status")]
+
+    def __str__(self) -> str:
+        return f"deploy job {self.pk} ({self.status})"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
+
+
+class DeployStep(models.Model):
+    """One server of a deploy job: pending until the runner reaches it, then its outcome."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        APPLIED = "applied", "Applied"
+        UNCHANGED = "unchanged", "Unchanged"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    job = models.ForeignKey(DeployJob, on_delete=models.CASCADE, related_name="steps")
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    revision = models.ForeignKey(ConfigRevision, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.TextField(blank=True, max_length=5000)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="streams_deploystep_position")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} step {self.position} ({self.status})"

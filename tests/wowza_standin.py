@@ -1,17 +1,27 @@
 """A stateful stand-in for the Wowza Streaming Engine REST API, on a free loopback port.
 
 Wowza is the one server we cannot run in tests (GUIDE §11), so this plays WSE 4.7.0's REST API (port
-8087): the calls the console polls, application and publisher CRUD, ``disconnectStream``, the error
-bodies and Basic or Digest (RFC 7616, MD5, ``qop=auth``) authentication. Bodies are built from the
-recorded WSE responses in ``tests/fixtures/wowza`` (copied from ../shared/contracts/wowza/examples), and
-``tests/monitoring/test_wowza_contract.py`` validates every exchange against the published OpenAPI
-contract. What it does not play: XML bodies, the configuration endpoints we do not use, transcoding.
+8087): the calls the console polls, application CRUD, the application actions (``restart``, ``shutdown``,
+``start``, ``copy``), each application's security config, publisher CRUD (vhost, application and v3 server
+level), ``disconnectStream``, the error bodies and Basic or Digest (RFC 7616, MD5, ``qop=auth``)
+authentication. Bodies are built from the recorded WSE responses in ``tests/fixtures/wowza`` (copied from
+../shared/contracts/wowza/examples), and ``tests/monitoring/test_wowza_contract.py`` validates every
+exchange against the published OpenAPI contract. What it does not play: XML bodies, the configuration
+endpoints we do not use, transcoding, RTMP itself (``publish`` stands in for an encoder connecting).
 
-State API for tests: ``add_app``, ``add_stream(app, name, source_ip, bitrate_kbps=…, viewers=…)``,
-``remove_stream``, ``set_viewers``, ``advance(seconds)`` (counters move with a clock that runs in real time
-plus the advanced offset: ``bytesIn`` grows at the stream's bitrate, ``uptime`` grows), ``inject(path, …)``
-(a canned HTML page, 500, truncated body, slow or huge answer) and ``exchanges`` (every request and
-response, for contract checks).
+An application has a *saved* security config (``GET|PUT …/security`` and the ``securityConfig`` of the app
+config) and an *active* one (what the running application enforces). As in WSE, a saved change takes
+effect only when the application (re)starts: ``actions/restart`` (which also disconnects every incoming
+stream), or ``actions/start`` after ``actions/shutdown``. Publisher credentials act at once: ``publish``
+reads the stores as they are.
+
+State API for tests: ``add_app(name, …, require_password=False)``, ``add_stream(app, name, source_ip,
+bitrate_kbps=…, viewers=…)``, ``publish(app, name, username=…, password=…, …)`` (an encoder connecting, held
+to the active security: raises ``PublishRefused``), ``remove_stream``, ``set_viewers``, ``security(app,
+active=False)``, ``restarts(app)``, ``app_running(app)``, ``publishers(scope, app)``, ``advance(seconds)``
+(counters move with a clock that runs in real time plus the advanced offset: ``bytesIn`` grows at the
+stream's bitrate, ``uptime`` grows), ``inject(path, …)`` (a canned HTML page, 500, truncated body, slow or
+huge answer) and ``exchanges`` (every request and response, for contract checks).
 
 Use the fixtures by importing them into a test module (``from tests.wowza_standin import wowza_standin``);
 they stop the server thread they started, and its request threads, at teardown.
@@ -35,7 +45,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
@@ -81,6 +91,11 @@ _SAVED = _recorded("putApplicationConfig.response-200")
 _DELETED = _recorded("deleteApplicationConfig.response-200")
 _PUBLISHER_CREATED = _recorded("postPublisherVhostConfig.response-201")
 _PUBLISHER_DELETED = _recorded("deletePublisherVhostConfig.response-200")
+# The recorded ``securityConfig`` of getApplicationConfig is a real SecurityConfig body: the template of every
+# application's security, and (by its value types) the type check of the fields a PUT may change.
+_RECORDED_SECURITY: dict[str, Any] = load_recorded("getApplicationConfig")["securityConfig"]
+SECURITY_FIELDS: dict[str, type] = {key: type(value) for key, value in _RECORDED_SECURITY.items()}
+_READ_ONLY_SECURITY = {"serverName"}  # type-checked in a PUT, never stored
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,24 @@ class _App:
     started: float
     streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
     publishers: dict[str, str] = field(default_factory=dict)
+    security: dict[str, Any] = field(default_factory=lambda: _default_security(require_password=False))  # saved
+    active_security: dict[str, Any] = field(default_factory=lambda: _default_security(require_password=False))
+    running: bool = True
+    restarts: int = 0
+
+    def activate(self, now: float) -> None:
+        """(Re)start: the saved security becomes the enforced one, uptime counts from ``now``."""
+        self.active_security = copy.deepcopy(self.security)
+        self.running = True
+        self.started = now
+
+
+class PublishRefused(Exception):
+    """``WowzaStandin.publish`` refused an encoder: no such or stopped application, bad credentials, blocked."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Reply(Exception):
@@ -222,12 +255,20 @@ class WowzaStandin:
         with self._lock:
             self._offset_s += seconds
 
-    def add_app(self, name: str, app_type: str | None = "Live", description: str = "") -> None:
-        """Create an application (``ValueError`` if it exists)."""
+    def add_app(
+        self, name: str, app_type: str | None = "Live", description: str = "", *, require_password: bool = False
+    ) -> None:
+        """Create a running application (``ValueError`` if it exists).
+
+        Its security is the recorded ``securityConfig`` with ``publishRequirePassword: False`` and
+        ``publishAuthenticationMethod: "none"``, or with ``require_password`` ``True`` and ``"digest"``.
+        """
         with self._lock:
             if name in self._apps:
                 raise ValueError(f"application {name!r} exists")
-            self._apps[name] = _App(name, app_type, description, self._now())
+            security = _default_security(require_password=require_password)
+            self._apps[name] = _App(name, app_type, description, self._now(), security=security,
+                                    active_security=copy.deepcopy(security))  # fmt: skip
 
     def remove_app(self, name: str) -> None:
         with self._lock:
@@ -265,6 +306,70 @@ class WowzaStandin:
         """End an incoming stream (``KeyError`` if there is none)."""
         with self._lock:
             del self._apps[app].streams[(instance, name)]
+
+    def publish(
+        self,
+        app: str,
+        name: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        source_ip: str = "192.0.2.10",
+        bitrate_kbps: float = 2500.0,
+        viewers: int = 0,
+        instance: str = DEFAULT_INSTANCE,
+    ) -> None:
+        """An RTMP encoder connects to publish ``name``: held to the application's *active* security.
+
+        Raises ``PublishRefused`` when the application does not exist or is shut down, when the active
+        security requires a password (``publishRequirePassword`` and a method other than "none") and
+        ``username``/``password`` match no publisher (vhost, application or v3 server level), when the
+        method is "block", or when ``publishBlockDuplicateStreamNames`` is on and ``name`` is live. Otherwise
+        the stream starts as with ``add_stream``.
+        """
+        with self._lock:
+            target = self._apps.get(app)
+            if target is None:
+                raise PublishRefused(f"application {app!r} does not exist")
+            if not target.running:
+                raise PublishRefused(f"application {app!r} is shut down")
+            security = target.active_security
+            method = security.get("publishAuthenticationMethod")
+            if method == "block":
+                raise PublishRefused(f"application {app!r} blocks publishing")
+            if security.get("publishRequirePassword") and method != "none":
+                if username is None or password is None:
+                    raise PublishRefused(f"application {app!r} requires a publisher name and password")
+                if not self._publisher_ok(target, username, password):
+                    raise PublishRefused(f"bad publisher name or password for {username!r}")
+            if security.get("publishBlockDuplicateStreamNames") and (instance, name) in target.streams:
+                raise PublishRefused(f"stream {name!r} is already live on {app!r}")
+            self.add_stream(app, name, source_ip, bitrate_kbps=bitrate_kbps, viewers=viewers, instance=instance)
+
+    def _publisher_ok(self, app: _App, username: str, password: str) -> bool:
+        server = self._server_publishers.get(username)
+        candidates = [self._vhost_publishers.get(username), app.publishers.get(username),
+                      server[0] if server is not None else None]  # fmt: skip
+        return any(
+            candidate is not None and hmac.compare_digest(candidate.encode(), password.encode())
+            for candidate in candidates
+        )
+
+    def security(self, app: str, *, active: bool = False) -> dict[str, Any]:
+        """A copy of the application's saved security config, or the one it enforces (``active=True``)."""
+        with self._lock:
+            target = self._apps[app]
+            return copy.deepcopy(target.active_security if active else target.security)
+
+    def restarts(self, app: str) -> int:
+        """How many times ``actions/restart`` restarted the application."""
+        with self._lock:
+            return self._apps[app].restarts
+
+    def app_running(self, app: str) -> bool:
+        """``False`` after ``actions/shutdown``, until ``actions/start`` or ``actions/restart``."""
+        with self._lock:
+            return self._apps[app].running
 
     def set_viewers(self, app: str, name: str, viewers: int, instance: str = DEFAULT_INSTANCE) -> None:
         with self._lock:
@@ -335,7 +440,7 @@ class WowzaStandin:
             headers["WWW-Authenticate"] = challenge
         else:
             try:
-                payload = self._route(method, split.path, body)
+                payload = self._route(method, split.path, body, split.query)
                 status = 200
             except _Reply as reply:
                 status, payload = reply.status, reply.body
@@ -443,7 +548,7 @@ class WowzaStandin:
 
     # --- routes -------------------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, body: bytes) -> Any:
+    def _route(self, method: str, path: str, body: bytes, query: str = "") -> Any:
         """Dispatch on the decoded path segments; raise ``_Reply`` for anything but a plain 200 answer."""
         parts = [unquote(part) for part in path.strip("/").split("/")]
         with self._lock:
@@ -458,7 +563,7 @@ class WowzaStandin:
                 if rest == ["status"]:
                     return self._only(method, "GET", self._status)
                 if len(rest) >= 2 and rest[:2] == ["vhosts", VHOST_NAME]:
-                    return self._vhost_route(method, rest[2:], body)
+                    return self._vhost_route(method, rest[2:], body, query)
             raise _Reply(404, _error(404))
 
     @staticmethod
@@ -467,7 +572,7 @@ class WowzaStandin:
             raise _Reply(405, _error(405))
         return build()
 
-    def _vhost_route(self, method: str, rest: list[str], body: bytes) -> Any:
+    def _vhost_route(self, method: str, rest: list[str], body: bytes, query: str) -> Any:
         if rest == ["applications"]:
             if method == "GET":
                 return self._applications()
@@ -489,6 +594,10 @@ class WowzaStandin:
             return self._only(method, "GET", lambda: self._app_stats(app))
         if tail[:1] == ["publishers"]:
             return self._publishers_route(method, tail[1:], body, app.publishers, "app")
+        if tail == ["security"]:
+            return self._security_route(method, app, body)
+        if tail[:1] == ["actions"] and len(tail) == 2:
+            return self._app_action(method, app, tail[1], query)
         if tail == ["instances"]:
             return self._only(method, "GET", lambda: self._instances(app))
         if tail[:1] == ["instances"]:
@@ -505,10 +614,12 @@ class WowzaStandin:
             return self._app_config(app)
         if method == "PUT":
             update = _json_body(body)
+            security = _security_update(update.get("securityConfig"))  # before any change: a 400 changes nothing
             if isinstance(update.get("appType"), str):
                 app.app_type = update["appType"]
             if isinstance(update.get("description"), str):
                 app.description = update["description"]
+            app.security.update(security)  # saved only: enforced from the next (re)start
             return _SAVED()
         if method == "DELETE":
             del self._apps[name]
@@ -521,10 +632,56 @@ class WowzaStandin:
         if name in self._apps:
             raise _Reply(409, _error(409))
         config = _json_body(body)
-        app_type = config.get("appType") if isinstance(config.get("appType"), str) else "Live"
-        description = config.get("description") if isinstance(config.get("description"), str) else ""
-        self.add_app(name, app_type, description)
+        security = _security_update(config.get("securityConfig"))
+        app_type, description = config.get("appType"), config.get("description")
+        self.add_app(name, app_type if isinstance(app_type, str) else "Live",
+                     description if isinstance(description, str) else "")  # fmt: skip
+        created = self._apps[name]
+        created.security.update(security)
+        created.active_security = copy.deepcopy(created.security)  # a new application starts with its config
         raise _Reply(201, {**_CREATED(), "message": f"Application ({name}) created successfully."})
+
+    def _security_route(self, method: str, app: _App, body: bytes) -> Any:
+        """``GET|PUT B/applications/{app}/security``: the *saved* config (enforced from the next (re)start)."""
+        if method == "GET":
+            return {**copy.deepcopy(app.security), "serverName": SERVER_NAME}
+        if method == "PUT":
+            app.security.update(_security_update(_json_body(body)))
+            return _SAVED()
+        raise _Reply(405, _error(405))
+
+    def _app_action(self, method: str, app: _App, action: str, query: str) -> Any:
+        """``PUT B/applications/{app}/actions/{copy|restart|shutdown|start}`` (``copy`` takes ``?dstEntryName=``).
+
+        No recording of these answers exists: the write-result shape WSE sends, with the empty message of
+        the stream actions.
+        """
+        if method != "PUT":
+            raise _Reply(405, _error(405))
+        if action == "restart":  # a restart drops every connection, then runs with the saved config
+            app.streams.clear()
+            app.restarts += 1
+            app.activate(self._now())
+        elif action == "shutdown":
+            app.streams.clear()
+            app.running = False
+        elif action == "start":
+            if not app.running:  # starting a running application changes nothing
+                app.activate(self._now())
+        elif action == "copy":
+            destination = parse_qs(query).get("dstEntryName", [""])[-1]
+            if not destination:
+                raise _Reply(400, _error(400))
+            if destination in self._apps:
+                raise _Reply(409, _error(409))
+            self.add_app(destination, app.app_type, app.description)
+            copied = self._apps[destination]
+            copied.security = copy.deepcopy(app.security)
+            copied.active_security = copy.deepcopy(app.security)
+            copied.publishers = dict(app.publishers)
+        else:
+            raise _Reply(400, _error(400))
+        return {"success": True, "message": "", "data": None}
 
     def _instance_route(self, method: str, app: _App, instance: str, tail: list[str]) -> Any:
         streams = [stream for stream in app.streams.values() if stream.instance == instance]
@@ -617,9 +774,9 @@ class WowzaStandin:
                     "description": description, "version": "3"}  # fmt: skip
         if method == "PUT":
             fields = _json_body(body)
-            password = fields.get("password") if isinstance(fields.get("password"), str) else store[name][0]
-            description = fields.get("description")
-            store[name] = (password, description if isinstance(description, str) else store[name][1])
+            new_password, new_description = fields.get("password"), fields.get("description")
+            store[name] = (new_password if isinstance(new_password, str) else store[name][0],
+                           new_description if isinstance(new_description, str) else store[name][1])  # fmt: skip
             return {"success": True, "message": "publisher updated", "data": None}
         if method == "DELETE":
             del store[name]
@@ -679,6 +836,7 @@ class WowzaStandin:
         body = _APP_CONFIG()
         recorded_href = _app_href(body["name"])
         body.update(name=app.name, appType=app.app_type)
+        body["securityConfig"] = {**copy.deepcopy(app.security), "serverName": SERVER_NAME}  # saved, as WSE shows
         if app.description:
             body["description"] = app.description
         for template in body["transcoderConfig"]["templates"]["templates"]:
@@ -761,6 +919,34 @@ def _error(status: int) -> dict[str, Any]:
     if status in _ERRORS:
         return _ERRORS[status]()
     return {"success": False, "code": str(status), "message": ERROR_MESSAGES[status], "wowzaServer": WOWZA_VERSION}
+
+
+def _default_security(*, require_password: bool) -> dict[str, Any]:
+    """The recorded ``securityConfig``, open to any encoder unless ``require_password`` (then digest, as recorded)."""
+    security = copy.deepcopy(_RECORDED_SECURITY)
+    security.update(publishRequirePassword=require_password,
+                    publishAuthenticationMethod="digest" if require_password else "none")  # fmt: skip
+    return security
+
+
+def _security_update(fields: Any) -> dict[str, Any]:
+    """The known SecurityConfig fields of a request, type-checked against the recorded values (a wrong type,
+    ``null`` included, is WSE's 400). Unknown fields (``version``, ``saveFieldList``, typos) are ignored, and so
+    is ``serverName``. A missing ``securityConfig`` (``None``) changes nothing."""
+    if fields is None:
+        return {}
+    if not isinstance(fields, dict):
+        raise _Reply(400, _error(400))
+    update: dict[str, Any] = {}
+    for key, value in fields.items():
+        kind = SECURITY_FIELDS.get(key)
+        if kind is None:
+            continue
+        if type(value) is not kind:  # exact: ``True`` is no integer, ``1`` no boolean
+            raise _Reply(400, _error(400))
+        if key not in _READ_ONLY_SECURITY:
+            update[key] = value
+    return update
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -210,10 +210,11 @@ class Settings:
     nginx_conf: str  # the live file, absolute; the master must have been started with this -c
     nginx_error_log: str | None  # passed as -e when set
     pid_file: str | None  # None: from the live config's pid directive, else the compiled default
-    stat_url: str
+    stat_url: str  # "" for a TCP proxy (no rtmp_stat): a reload is verified by a new worker and verify_tcp
     state_dir: str
     verify_timeout_s: float
     max_body_bytes: int
+    verify_tcp: tuple[str, int] | None = None  # must accept a TCP connection after a reload
 
 
 def nginx_build_info(nginx_bin: str) -> dict[str, str]:
@@ -317,6 +318,8 @@ class Nginx:
 
     def stat_pid(self) -> tuple[int | None, str | None]:
         """The ``<pid>`` of the worker that answered /stat, or (None, why not)."""
+        if not self.settings.stat_url:
+            return None, "no stat URL (a TCP proxy)"
         try:
             with self._opener.open(self.settings.stat_url, timeout=STAT_REQUEST_TIMEOUT_S) as response:
                 head = response.read(STAT_READ_BYTES)
@@ -483,7 +486,8 @@ class Agent:
         return finish(HTTPStatus.OK, body)
 
     def _reload_and_verify(self, master: int, old_pids: set[int]) -> tuple[int | None, str | None]:
-        """Reload, then wait until the master is alive and /stat answers from a worker not in ``old_pids``."""
+        """Reload, then wait until the master is alive and /stat answers from a worker not in ``old_pids``
+        (for a TCP proxy without /stat: a new worker runs and ``--verify-tcp`` accepts a connection)."""
         ok, output = self.nginx.reload()
         if not ok:
             return None, f"nginx -s reload failed: {output}"
@@ -492,6 +496,12 @@ class Agent:
         while True:
             if not self.nginx.master_alive(master):
                 return None, f"the nginx master (pid {master}) is gone after the reload"
+            if not self.settings.stat_url:
+                pid, error = self._new_worker_listening(master, old_pids)
+                if pid is not None or time.monotonic() >= deadline:
+                    return pid, None if pid is not None else f"no healthy new worker within {timeout:g}s: {error}"
+                time.sleep(VERIFY_POLL_S)
+                continue
             pid, stat_error = self.nginx.stat_pid()
             if pid is not None and pid not in old_pids and parent_of(pid) == master:
                 return pid, None
@@ -499,6 +509,19 @@ class Agent:
                 why = stat_error or f"it still answers from worker {pid}, which is not a new worker of {master}"
                 return None, f"/stat did not answer from a new worker within {timeout:g}s: {why}"
             time.sleep(VERIFY_POLL_S)
+
+    def _new_worker_listening(self, master: int, old_pids: set[int]) -> tuple[int | None, str]:
+        """A new worker of ``master`` and, when configured, the proxy's listener accepting a connection."""
+        fresh = [pid for pid, title in children_of(master)
+                 if title.startswith(WORKER_TITLE) and not is_old_worker(title) and pid not in old_pids]  # fmt: skip
+        if not fresh:
+            return None, "no new worker process"
+        if self.settings.verify_tcp is not None:
+            try:
+                socket.create_connection(self.settings.verify_tcp, timeout=STAT_REQUEST_TIMEOUT_S).close()
+            except OSError as exc:
+                return None, f"{self.settings.verify_tcp[0]}:{self.settings.verify_tcp[1]} refuses connections ({exc})"
+        return fresh[0], ""
 
     def _restore(self, master: int, old: bytes) -> str | None:
         """Put ``old`` back and reload; None when nginx is healthy again, else what is still wrong."""
@@ -982,7 +1005,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     option("nginx-conf", "the live config the master was started with (default: nginx's --conf-path)")
     option("nginx-error-log", "passed to nginx as -e, e.g. logs/error.log")
     option("pid-file", "the master's pid file (default: the live config's pid directive)")
-    option("stat-url", "the rtmp_stat URL of this nginx", "http://127.0.0.1:8080/stat")
+    option("stat-url", "the rtmp_stat URL of this nginx; 'none' for a TCP proxy", "http://127.0.0.1:8080/stat")
+    option(
+        "verify-tcp", "HOST:PORT that must accept a connection after a reload (a proxy's listener)", None, parse_listen
+    )
     option("state-dir", "where previous.conf and history.json are kept", "/var/lib/tally-agent")
     option("tls-cert", "serve HTTPS with this certificate (chain) file")
     option("tls-key", "the certificate's private key")
@@ -1008,10 +1034,11 @@ def make_settings(args: argparse.Namespace, build_info: dict[str, str]) -> Setti
         nginx_conf=os.path.normpath(conf),
         nginx_error_log=args.nginx_error_log,
         pid_file=args.pid_file,
-        stat_url=args.stat_url,
+        stat_url="" if args.stat_url in ("", "none") else args.stat_url,
         state_dir=os.path.abspath(args.state_dir),
         verify_timeout_s=args.verify_timeout_s,
         max_body_bytes=args.max_body_bytes,
+        verify_tcp=args.verify_tcp,
     )
 
 

@@ -12,7 +12,17 @@ from console.api import StrictSerializerMixin
 from streams import validators
 from streams.app_settings import clean_app_settings
 from streams.keys import IssuedKey
-from streams.models import Application, ConfigRevision, ProxyMember, PublishReject, PublishSession, Server, StreamKey
+from streams.models import (
+    Application,
+    ConfigRevision,
+    DeployJob,
+    DeployStep,
+    ProxyMember,
+    PublishReject,
+    PublishSession,
+    Server,
+    StreamKey,
+)
 
 
 class ServerSerializer(StrictSerializerMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -126,9 +136,12 @@ class IssuedKeySerializer(StreamKeySerializer):
     obs_server_url = serializers.SerializerMethodField()
     obs_stream_key = serializers.SerializerMethodField()
     publish_url = serializers.SerializerMethodField()
+    username = serializers.SerializerMethodField(help_text="Wowza only: the publisher (source) username.")
+    wowza = serializers.SerializerMethodField(help_text="Wowza only: what writing the publisher entry did.")
 
     class Meta(StreamKeySerializer.Meta):
-        fields = [*StreamKeySerializer.Meta.fields, "secret", "obs_server_url", "obs_stream_key", "publish_url"]
+        fields = [*StreamKeySerializer.Meta.fields, "secret", "obs_server_url", "obs_stream_key", "publish_url",
+                  "username", "wowza"]  # fmt: skip
         read_only_fields = fields
 
     def _issued(self) -> IssuedKey:
@@ -141,7 +154,13 @@ class IssuedKeySerializer(StreamKeySerializer):
         return self._issued().obs_server_url
 
     def get_obs_stream_key(self, obj: StreamKey) -> str:
-        return self._issued().secret
+        return self._issued().obs_stream_key
+
+    def get_username(self, obj: StreamKey) -> str:
+        return self._issued().username
+
+    def get_wowza(self, obj: StreamKey) -> str:
+        return self._issued().wowza
 
     def get_publish_url(self, obj: StreamKey) -> str:
         return self._issued().publish_url
@@ -179,10 +198,14 @@ class RevokedKeySerializer(StreamKeySerializer):
     """The answer to a revoke: the key, plus what happened to each of its live publishers."""
 
     kicks = serializers.SerializerMethodField()
+    wowza = serializers.SerializerMethodField(help_text="Wowza only: publisher entry deleted, stream disconnected.")
 
     class Meta(StreamKeySerializer.Meta):
-        fields = [*StreamKeySerializer.Meta.fields, "kicks"]
+        fields = [*StreamKeySerializer.Meta.fields, "kicks", "wowza"]
         read_only_fields = fields
+
+    def get_wowza(self, obj: StreamKey) -> str:
+        return str(self.context.get("wowza", ""))
 
     def get_kicks(self, obj: StreamKey) -> list[dict[str, Any]]:
         return KickResultSerializer(self.context.get("kicks", []), many=True).data  # type: ignore[return-value]
@@ -226,3 +249,40 @@ class ConfigRevisionSerializer(serializers.ModelSerializer):  # type: ignore[typ
 class DeployRequestSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
     dry_run = serializers.BooleanField(default=False)
     mode = serializers.ChoiceField(choices=Server.ReloadMode.choices, required=False)
+
+
+class DeployStepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    server_name = serializers.CharField(source="server.name", read_only=True)
+    revision_number = serializers.IntegerField(source="revision.number", read_only=True, allow_null=True)
+
+    class Meta:
+        model = DeployStep
+        fields = ["position", "server", "server_name", "status", "revision", "revision_number", "message", "started",
+                  "finished"]  # fmt: skip
+        read_only_fields = fields
+
+
+class DeployJobSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A multi-server deploy and the progress of each server, in the order they run."""
+
+    steps = DeployStepSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = DeployJob
+        fields = ["id", "status", "mode", "stop_on_failure", "author_name", "message", "created", "started",
+                  "finished", "steps"]  # fmt: skip
+        read_only_fields = fields
+
+
+class DeployJobCreateSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
+    servers = serializers.PrimaryKeyRelatedField(
+        queryset=Server.objects.all(), many=True, required=False,
+        help_text="Servers to deploy (any order: origins run first, proxies last). Default: every deployable one.",
+    )  # fmt: skip
+    mode = serializers.ChoiceField(choices=Server.ReloadMode.choices, required=False, allow_blank=True, default="")
+    stop_on_failure = serializers.BooleanField(default=True)
+
+    def validate_servers(self, value: list[Server]) -> list[Server]:
+        if len(value) > 500:
+            raise serializers.ValidationError("At most 500 servers per job.")
+        return value

@@ -9,5 +9,6 @@ router.register("proxy-members", views.ProxyMemberViewSet, basename="proxy-membe
 router.register("keys", views.StreamKeyViewSet, basename="key")
 router.register("sessions", views.PublishSessionViewSet, basename="session")
 router.register("publish-rejects", views.PublishRejectViewSet, basename="publish-reject")
+router.register("deploy-jobs", views.DeployJobViewSet, basename="deploy-job")
 router.register("publish-blocks", views.PublishBlockViewSet, basename="publish-block")
 urlpatterns = router.urls

@@ -18,9 +18,18 @@ from rest_framework.response import Response
 from console import audit
 from console.api import AuditedModelViewSet
 from console.roles import Role
-from streams import deploys, inventory, keys, rendering, sessions
+from streams import deploys, inventory, jobs, keys, rendering, sessions, wowza
 from streams.api import serializers as s
-from streams.models import Application, ConfigRevision, ProxyMember, PublishReject, PublishSession, Server, StreamKey
+from streams.models import (
+    Application,
+    ConfigRevision,
+    DeployJob,
+    ProxyMember,
+    PublishReject,
+    PublishSession,
+    Server,
+    StreamKey,
+)
 from streams.ratelimit import publish_failures
 
 
@@ -98,9 +107,13 @@ class ServerViewSet(AuditedModelViewSet):
     @extend_schema(request=None, responses={200: s.ConfigRevisionSerializer})
     @action(detail=True, methods=["post"])
     def rollback(self, request: Request, pk: str | None = None) -> Response:
-        """Put back the config that was live before the last deploy (a new revision)."""
+        """Put back the config that was live before the last deploy (a new revision). nginx only: a Wowza
+        server follows the database (409)."""
+        server = self.get_object()
+        if server.kind == Server.Kind.WOWZA:
+            return Response({"detail": wowza.ROLLBACK_REFUSED}, status=409)
         try:
-            revision = deploys.rollback(self.get_object(), audit.Actor.from_request(request))
+            revision = deploys.rollback(server, audit.Actor.from_request(request))
         except deploys.AgentError as exc:
             return Response({"detail": str(exc)}, status=502)
         data = s.ConfigRevisionSerializer(revision).data
@@ -190,7 +203,8 @@ class StreamKeyViewSet(
         body = s.RevokeSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         result = keys.revoke_key(self.get_object(), audit.Actor.from_request(request), body.validated_data["reason"])
-        return Response(s.RevokedKeySerializer(result.key, context={"kicks": result.kicks}).data)
+        context = {"kicks": result.kicks, "wowza": result.wowza}
+        return Response(s.RevokedKeySerializer(result.key, context=context).data)
 
     @extend_schema(request=s.RotateSerializer, responses={200: s.IssuedKeySerializer})
     @action(detail=True, methods=["post"])
@@ -268,3 +282,40 @@ class PublishBlockViewSet(viewsets.ViewSet):
         audit.record(audit.Actor.from_request(request), "unblock", object_type="publish.address", object_id=addr,
                      object_repr=addr, message="was blocked" if was_blocked else "was not blocked")  # fmt: skip
         return Response({"addr": addr, "was_blocked": was_blocked})
+
+
+class DeployJobViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """Deploys to several servers, run by a worker: origins first, then proxies (admins only)."""
+
+    serializer_class = s.DeployJobSerializer
+    action_roles = {"list": Role.ADMIN, "retrieve": Role.ADMIN, "create": Role.ADMIN, "cancel": Role.ADMIN}
+    filterset_fields = ["status"]
+
+    def get_queryset(self) -> QuerySet[DeployJob]:
+        return DeployJob.objects.prefetch_related("steps__server", "steps__revision").order_by("-created")
+
+    @extend_schema(request=s.DeployJobCreateSerializer, responses={202: s.DeployJobSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Queue a deploy of ``servers`` (default: every server with an agent or a Wowza API). The answer is
+        202 with the job; follow it at ``GET /deploy-jobs/{id}/`` or by ``deploy.job`` websocket messages."""
+        body = s.DeployJobCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        job = jobs.create_job(audit.Actor.from_request(request), data.get("servers"), mode=data["mode"],
+                              stop_on_failure=data["stop_on_failure"])  # fmt: skip
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(s.DeployJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: s.DeployJobSerializer, 409: dict})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Stop the job after the server it is deploying now; the rest are skipped."""
+        job = self.get_object()
+        if not jobs.cancel(job, audit.Actor.from_request(request)):
+            return Response({"detail": f"The job has already {job.status}."}, status=409)
+        return Response(s.DeployJobSerializer(self.get_queryset().get(pk=job.pk)).data)

@@ -5,9 +5,11 @@ Every request the poller and these tests send, and every response the stand-in a
 openapi-core (request and response) against a relaxed in-memory copy of the WSE OpenAPI file, then the
 JSON bodies strictly with openapi-schema-validator (openapi-core casts ``"12"`` to 12; the strict check
 does not). The relaxed spec cannot say which keys must be present, so the stand-in's bodies must also
-cover the key sets and value types of the recorded WSE 4.7.0 responses (golden shapes). Last, the error
+cover the key sets and value types of the recorded WSE 4.7.0 responses (golden shapes). Then the error
 and auth contract: 401 with the configured ``WWW-Authenticate``, error bodies with a string ``code``,
-201/409/404, and ``disconnectStream`` removing the stream.
+201/409/404, and ``disconnectStream`` removing the stream. Last, what config deploys rely on: the
+application security config (saved, and enforced only from the next restart), the application actions,
+vhost publishers, and ``publish`` (an encoder connecting) held to the enforced security.
 
 The module is skipped only when ../shared is absent next to the repository.
 """
@@ -36,7 +38,7 @@ if not SHARED.is_dir():
 import yaml  # noqa: E402
 from openapi_core import OpenAPI  # noqa: E402
 from openapi_core.testing import MockRequest, MockResponse  # noqa: E402
-from openapi_core.validation.request.exceptions import SecurityValidationError  # noqa: E402
+from openapi_core.validation.request.exceptions import RequestValidationError, SecurityValidationError  # noqa: E402
 from openapi_schema_validator import OAS30Validator, oas30_format_checker  # noqa: E402
 
 from monitoring.pollers.wowza import JSON_HEADERS, WowzaPoller  # noqa: E402
@@ -45,6 +47,7 @@ from tests.wowza_standin import (  # noqa: E402
     FIXTURES,
     VHOST_PATH,
     Exchange,
+    PublishRefused,
     WowzaStandin,
     load_recorded,
     wowza_standin,  # noqa: F401
@@ -178,9 +181,26 @@ class Contract:
                 return item[method.lower()]
         raise AssertionError(f"no operation in the contract for {method} {path}")
 
-    def check(self, exchange: Exchange) -> None:
-        """Validate one exchange: openapi-core request and response, then the strict body checks."""
+    def has_path(self, path: str) -> bool:
+        return any(pattern.match(path) for _, pattern, _ in self.routes)
+
+    def check(self, exchange: Exchange) -> bool:
+        """Validate one exchange: openapi-core request and response, then the strict body checks.
+
+        Return ``True`` for an exchange whose request the contract itself refuses, which the stand-in must
+        then have refused too: a method the path does not offer (WSE answers 405; the spec has no operation
+        to validate the answer against, so only the error body is checked), or a request openapi-core or the
+        strict check rejects, such as an action outside the ``{action}`` enum or a SecurityConfig field of the
+        wrong type (WSE answers 400). ``check_all`` counts these, so a test must say how many it sent.
+        """
         where = f"{exchange.method} {exchange.path} -> {exchange.status}"
+        methods = {method for _, pattern, item in self.routes if pattern.match(exchange.path) for method in item}
+        if self.has_path(exchange.path) and exchange.method.lower() not in methods:
+            assert exchange.status == 405, f"{where}: the contract has no such operation, the stand-in must say 405"
+            assert exchange.response_headers["Content-Type"] == "application/json", where
+            self.strict(ERROR_SCHEMA, exchange.json(), where)
+            assert exchange.json()["code"] == "405", where
+            return True
         request = MockRequest(
             "http://127.0.0.1",
             exchange.method,
@@ -190,11 +210,20 @@ class Contract:
             data=exchange.request_body or None,
             content_type=exchange.request_headers.get("Content-Type", "application/json"),
         )
+        operation = self.operation(exchange.method, exchange.path)
+        refused: list[str] = []
         try:
             self.openapi.validate_request(request)
         except SecurityValidationError:
             # Only a request the stand-in refused may lack acceptable credentials.
             assert exchange.status == 401, f"{where}: the contract refused the request's credentials"
+        except RequestValidationError as exc:
+            refused.append(f"{exc}: {exc.__cause__}")
+        if exchange.request_body and not refused:
+            schema = operation["requestBody"]["content"]["application/json"]["schema"]
+            refused.extend(self.strict_errors(schema, json.loads(exchange.request_body)))
+        if refused:
+            assert exchange.status == 400, f"{where}: the contract refuses the request ({refused[0]}), not the stand-in"
         response = MockResponse(
             exchange.response_body,
             status_code=exchange.status,
@@ -203,26 +232,30 @@ class Contract:
         )
         self.openapi.validate_response(request, response)
         assert exchange.response_headers["Content-Type"] == "application/json", where
-        operation = self.operation(exchange.method, exchange.path)
-        if exchange.request_body:
-            schema = operation["requestBody"]["content"]["application/json"]["schema"]
-            self.strict(schema, json.loads(exchange.request_body), where + " (request body)")
         responses = operation["responses"]
         schema = (responses.get(str(exchange.status)) or responses["default"])["content"]["application/json"]["schema"]
         self.strict(schema, exchange.json(), where)
+        return bool(refused)
+
+    def strict_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
+        root = {**schema, "components": self.relaxed["components"]}
+        errors = sorted(OAS30Validator(root, format_checker=oas30_format_checker).iter_errors(value), key=str)
+        return [f"{error.message} at {list(error.absolute_path)}" for error in errors]
 
     def strict(self, schema: dict[str, Any], value: Any, where: str) -> None:
         """openapi-schema-validator, no casting: ``"12"`` is not an integer, ``1.5`` is not one either."""
-        root = {**schema, "components": self.relaxed["components"]}
-        errors = sorted(OAS30Validator(root, format_checker=oas30_format_checker).iter_errors(value), key=str)
-        assert not errors, f"{where}: {errors[0].message} at {list(errors[0].absolute_path)}"
+        errors = self.strict_errors(schema, value)
+        assert not errors, f"{where}: {errors[0]}"
 
 
-def check_all(contract: Contract, standin: WowzaStandin) -> int:
-    """Validate every exchange the stand-in saw; return how many (so a test can see it was not zero)."""
+def check_all(contract: Contract, standin: WowzaStandin, *, refused: int = 0) -> int:
+    """Validate every exchange the stand-in saw; return how many (so a test can see it was not zero).
+
+    ``refused``: how many requests the test sent that the contract itself refuses (see ``Contract.check``).
+    """
     assert standin.errors == [], standin.errors
-    for exchange in standin.exchanges:
-        contract.check(exchange)
+    off_contract = [exchange for exchange in standin.exchanges if contract.check(exchange)]
+    assert len(off_contract) == refused, [f"{e.method} {e.path}?{e.query} -> {e.status}" for e in off_contract]
     return len(standin.exchanges)
 
 
@@ -319,9 +352,8 @@ def test_real_wse_recordings_pass_the_relaxed_contract(contract, name, method, p
     request_body = json.dumps(load_recorded(request_name)).encode() if request_name else b""
     body = json.dumps(load_recorded(name)).encode()
     headers = {"Authorization": "Digest username=x", **JSON_HEADERS}
-    contract.check(
-        Exchange(method, path, "", headers, request_body, status, {"Content-Type": "application/json"}, body)
-    )
+    exchange = Exchange(method, path, "", headers, request_body, status, {"Content-Type": "application/json"}, body)
+    assert contract.check(exchange) is False  # a recorded request is one the contract accepts
 
 
 def test_recorded_401_passes_without_credentials(contract) -> None:
@@ -369,6 +401,44 @@ def test_every_poller_request_and_standin_answer_follows_the_contract(contract, 
     assert all(exchange.request_headers["Authorization"].startswith(scheme) for exchange in polled)
     if auth == "digest":  # one challenge, then the remembered nonce answers every later call
         assert [exchange.status for exchange in standin.exchanges].count(401) == 1
+
+
+@pytest.mark.parametrize("auth", ["digest", "basic"])
+def test_every_request_of_tallys_wowza_management_follows_the_contract(
+    contract,
+    wowza_standin_factory,  # noqa: F811
+    auth,
+    db,
+) -> None:
+    """Deploys, key issue/rotate/revoke and the periodic sync (streams.wowza), as Tally sends them."""
+    from console import audit
+    from streams import deploys, keys, wowza
+    from tests import factories
+
+    standin = wowza_standin_factory(auth=auth)
+    server = factories.make_server(
+        "wowza-c", kind="wowza", host="127.0.0.1", stat_url="", wowza_api_url=standin.url,
+        wowza_username=standin.username, wowza_password=standin.password, wowza_auth=auth,
+    )  # fmt: skip
+    live = factories.make_application(server, "live")
+    factories.make_application(server, "events")
+    standin.add_stream("live", "already-on", "192.0.2.20")
+    actor = audit.Actor()
+    assert deploys.deploy(server, actor, dry_run=True).valid
+    assert deploys.deploy(server, actor, mode="reconnect").revision.status == "applied"
+    issued = keys.issue_key(live, label="Cam", actor=actor)
+    standin.publish("live", issued.key.public_name, username=issued.username, password=issued.secret)
+    rotated = keys.rotate_key(issued.key, actor)
+    assert "written" in rotated.wowza
+    assert "stream disconnected" in keys.revoke_key(rotated.key, actor).wowza
+    keys.issue_key(live, label="Other", actor=actor)
+    wowza.WowzaAdmin(server).delete_publisher(f"tally-{issued.key.pk + 1}")
+    assert "created publisher" in wowza.sync_all()["wowza-c"]
+    methods = {(exchange.method, exchange.status) for exchange in standin.exchanges}
+    assert {("POST", 201), ("PUT", 200), ("DELETE", 200), ("GET", 200)} <= methods
+    assert check_all(contract, standin) >= 20
+    for exchange in standin.exchanges:
+        assert exchange.request_headers["Accept"] == "application/json; charset=utf-8"
 
 
 def test_every_endpoint_the_tests_use_follows_the_contract(contract, wowza_standin) -> None:  # noqa: F811
@@ -516,7 +586,9 @@ def test_digest_is_checked_per_rfc_7616(contract, wowza_standin) -> None:  # noq
     uri = f"{APP}?x=1"
     with httpx.Client(base_url=standin.url, headers=JSON_HEADERS) as raw:
         challenge = raw.get(uri).headers["WWW-Authenticate"]
-        nonce = re.search(r'nonce="([^"]+)"', challenge).group(1)
+        found = re.search(r'nonce="([^"]+)"', challenge)
+        assert found is not None, challenge
+        nonce = found.group(1)
 
         def get(header: str, path: str = uri) -> int:
             return raw.get(path, headers={"Authorization": header}).status_code
@@ -581,3 +653,265 @@ def test_disconnect_stream_removes_it_from_incoming_streams(contract, wowza_stan
     assert standin.streams("live") == ["cam2"]
     assert (again.status_code, stats.status_code) == (404, 404)
     assert check_all(contract, standin) >= 6
+
+
+# --- config deploys: application security, actions, publishers, publishing -----------------------------
+
+PUBLISHERS = f"{VHOST_PATH}/publishers"
+WRITE_OK = {"success": True, "message": "", "data": None}
+REQUIRE_DIGEST = {"publishRequirePassword": True, "publishAuthenticationMethod": "digest"}
+
+
+def test_every_config_deploy_endpoint_follows_the_contract(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.add_stream("live", "cam1", "192.0.2.10")
+    security = f"{APP}/live/security"
+    with client_for(standin) as api:
+        # applications, as a deploy creates and updates them
+        assert api.get(APP).status_code == 200
+        created = api.post(APP, json={"name": "studio", "appType": "Live", "description": "Studio A"})
+        assert created.status_code == 201
+        assert api.put(f"{APP}/studio", json={"appType": "Live"}).status_code == 200
+        assert api.get(f"{APP}/studio").json()["description"] == "Studio A"
+        # security: read, then save
+        assert api.get(security).status_code == 200
+        saved = api.put(security, json={**REQUIRE_DIGEST, "publishBlockDuplicateStreamNames": True,
+                                        "serverName": "_defaultServer_"})  # fmt: skip
+        assert (saved.status_code, saved.json()) == (200, load_recorded("putApplicationConfig.response-200"))
+        # vhost publishers: create, list, rotate, delete
+        assert api.post(f"{PUBLISHERS}/enc1", json=load_recorded("postPublisherVhostConfig.request")).status_code == 201
+        assert api.get(PUBLISHERS).json()["publishers"] == [{"publisherName": "enc1"}]
+        assert api.put(f"{PUBLISHERS}/enc1", json={"password": "rotated"}).status_code == 200
+        # application actions
+        for action in ("restart", "shutdown", "start"):
+            answer = api.put(f"{APP}/live/actions/{action}")
+            assert (answer.status_code, answer.json()) == (200, WRITE_OK), action
+        copied = api.put(f"{APP}/live/actions/copy", params={"dstEntryName": "live2"})
+        assert (copied.status_code, copied.json()) == (200, WRITE_OK)
+        deleted = api.delete(f"{PUBLISHERS}/enc1")
+        assert (deleted.status_code, deleted.json()) == (200, load_recorded("deletePublisherVhostConfig.response-200"))
+        # errors: what the contract accepts and WSE refuses...
+        assert api.post(f"{PUBLISHERS}/enc2", json={"password": "pw"}).status_code == 201
+        not_found = [
+            api.get(f"{APP}/nope/security"),
+            api.put(f"{APP}/nope/security", json=REQUIRE_DIGEST),
+            api.put(f"{APP}/nope/actions/restart"),
+            api.get(f"{PUBLISHERS}/nobody"),
+            api.put(f"{PUBLISHERS}/nobody", json={"password": "x"}),
+            api.delete(f"{PUBLISHERS}/nobody"),
+        ]
+        conflicts = [
+            api.post(f"{PUBLISHERS}/enc2", json={"password": "pw"}),
+            api.put(f"{APP}/live/actions/copy", params={"dstEntryName": "live2"}),
+        ]
+        no_destination = api.put(f"{APP}/live/actions/copy")
+        # ...and what the contract itself refuses (check_all counts these: refused=6)
+        bad_requests = [
+            api.put(f"{APP}/live/actions/reload"),  # outside the {action} enum
+            api.put(security, json={"publishRequirePassword": "yes"}),
+            api.put(security, json={"playMaximumConnections": True}),
+            api.post(APP, json={"name": "bad", "appType": "Live", "securityConfig": {"publishRequirePassword": 1}}),
+        ]
+        wrong_methods = [api.get(f"{APP}/live/actions/restart"), api.delete(security)]
+        assert api.get(f"{APP}/bad").status_code == 404  # the refused create created nothing
+    assert [r.status_code for r in not_found] == [404] * 6
+    assert [r.json() for r in not_found] == [load_recorded("error-404")] * 6
+    assert [r.status_code for r in conflicts] == [409] * 2
+    assert [r.json() for r in conflicts] == [load_recorded("error-409")] * 2
+    for response in [no_destination, *bad_requests]:
+        assert response.status_code == 400
+        assert response.json() == {"success": False, "code": "400", "wowzaServer": "4.7.0",
+                                   "message": "The request could not be understood by the server due to malformed syntax"}  # fmt: skip
+    assert [(r.status_code, r.json()["code"]) for r in wrong_methods] == [(405, "405")] * 2
+    assert standin.restarts("live") == 1 and standin.app_running("live")
+    assert standin.security("live2") == standin.security("live", active=True) == standin.security("live")
+    assert standin.publishers("vhost") == {"enc2": "pw"}
+    assert check_all(contract, standin, refused=6) >= 30
+
+
+@pytest.mark.parametrize("require_password", [False, True])
+def test_security_bodies_cover_the_recorded_security_config(contract, wowza_standin, require_password) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.add_app("studio", require_password=require_password)
+    recorded = load_recorded("getApplicationConfig")["securityConfig"]
+    with client_for(standin) as api:
+        security = api.get(f"{APP}/studio/security").json()
+        in_app_config = api.get(f"{APP}/studio").json()["securityConfig"]
+        assert api.put(f"{APP}/studio/security", json={"publishBlockDuplicateStreamNames": True}).status_code == 200
+        after_put = api.get(f"{APP}/studio").json()["securityConfig"]
+    assert_covers(security, recorded, "getSecurityConfig")
+    assert set(security) == set(recorded)
+    assert security == in_app_config
+    expected = ("digest" if require_password else "none", require_password)
+    assert (security["publishAuthenticationMethod"], security["publishRequirePassword"]) == expected
+    assert security == {**recorded, "publishRequirePassword": require_password,
+                        "publishAuthenticationMethod": expected[0]}  # fmt: skip
+    assert after_put == {**security, "publishBlockDuplicateStreamNames": True}  # the app config shows the saved one
+    assert check_all(contract, standin) >= 4
+
+
+def test_security_writes_are_type_checked_partial_and_saved_only(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    security = f"{APP}/live/security"
+    before = standin.security("live")
+    with client_for(standin) as api:
+        # one bad field refuses the whole write
+        bad = api.put(security, json={"publishRequirePassword": True, "publishBlockDuplicateStreamNames": None})
+        assert bad.status_code == 400 and standin.security("live") == before
+        # unknown fields and serverName are ignored
+        ignored = {"noSuchField": 1, "version": "1", "saveFieldList": ["publishRequirePassword"], "serverName": "x"}
+        assert api.put(security, json=ignored).status_code == 200
+        assert standin.security("live") == before
+        assert api.get(security).json()["serverName"] == "_defaultServer_"
+        # a partial write changes its fields only, and only the saved config
+        assert api.put(security, json={"publishAuthenticationMethod": "block"}).status_code == 200
+        # an application created with a securityConfig runs with it
+        body = {"name": "secure", "appType": "Live", "description": "", "securityConfig": REQUIRE_DIGEST}
+        assert api.post(APP, json=body).status_code == 201
+    assert standin.security("live") == {**before, "publishAuthenticationMethod": "block"}
+    assert standin.security("live", active=True) == before
+    assert standin.security("secure", active=True) == {**before, **REQUIRE_DIGEST}
+    assert standin.security("secure") == standin.security("secure", active=True)
+    assert check_all(contract, standin) >= 6  # a null is contract-valid (nullable) yet refused by WSE: not counted
+
+
+def test_a_saved_security_change_is_enforced_only_after_a_restart(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.publish("live", "early")  # an open application: no credentials needed
+    with client_for(standin) as api:
+        assert api.post(f"{PUBLISHERS}/enc1", json={"password": "s3cret"}).status_code == 201
+        assert api.put(f"{APP}/live/security", json=REQUIRE_DIGEST).status_code == 200
+        assert api.get(f"{APP}/live/security").json()["publishRequirePassword"] is True
+        assert standin.security("live", active=True)["publishRequirePassword"] is False
+        standin.publish("live", "before-restart")  # saved, not yet enforced
+        assert standin.restarts("live") == 0
+        assert api.put(f"{APP}/live/actions/restart").status_code == 200
+    assert standin.restarts("live") == 1
+    assert standin.security("live", active=True) == standin.security("live")
+    assert standin.streams("live") == []  # the restart dropped both
+    for credentials in ({}, {"username": "enc1"}, {"username": "enc1", "password": "wrong"},
+                        {"username": "nobody", "password": "s3cret"}):  # fmt: skip
+        with pytest.raises(PublishRefused):
+            standin.publish("live", "cam1", **credentials)
+    standin.publish("live", "cam1", username="enc1", password="s3cret")
+    assert standin.streams("live") == ["cam1"]
+    assert check_all(contract, standin) >= 4
+
+
+def test_a_restart_disconnects_every_stream_of_the_app_and_restarts_its_clock(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.add_stream("live", "cam1", "192.0.2.10", viewers=4)
+    standin.add_stream("live", "cam2", "192.0.2.11", instance="backup")
+    standin.add_stream("events", "stage", "192.0.2.12")
+    standin.advance(60)
+    with client_for(standin) as api:
+        before = api.get(f"{APP}/live/monitoring/current").json()
+        assert api.put(f"{APP}/live/actions/restart").status_code == 200
+        after = api.get(f"{APP}/live/monitoring/current").json()
+        listed = api.get(f"{APP}/live/instances").json()["instanceList"]
+        gone = api.get(f"{APP}/live/instances/_definst_/incomingstreams/cam1")
+    assert before["uptime"] >= 60 > after["uptime"]
+    assert (before["totalConnections"], after["totalConnections"]) == (6, 0)
+    assert [(i["name"], i["incomingStreams"]) for i in listed] == [("_definst_", [])]
+    assert gone.status_code == 404
+    assert standin.streams("live") == [] and standin.streams("events") == ["stage"]  # other apps untouched
+    standin.publish("live", "cam1")  # an open app takes encoders again at once
+    assert check_all(contract, standin) >= 5
+
+
+def test_publish_checks_every_credential_store_and_a_deleted_publisher_is_refused(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.add_app("secure", require_password=True)
+    with client_for(standin) as api:
+        assert api.post(f"{PUBLISHERS}/vhost-enc", json={"password": "pw-v"}).status_code == 201
+        assert api.post(f"{APP}/secure/publishers/app-enc", json={"password": "pw-a"}).status_code == 201
+        body = {"publisher": "server-enc", "password": "pw-s", "version": "3"}
+        assert api.post("/v3/servers/_defaultServer_/publishers", json=body).status_code == 201
+        for username, password in [("vhost-enc", "pw-v"), ("app-enc", "pw-a"), ("server-enc", "pw-s")]:
+            standin.publish("secure", username, username=username, password=password)
+        with pytest.raises(PublishRefused, match="bad publisher name or password"):
+            standin.publish("secure", "mixed", username="vhost-enc", password="pw-a")
+        # rotation: the old password stops working at once (no restart: WSE rereads its password store)
+        assert api.put(f"{PUBLISHERS}/vhost-enc", json={"password": "pw-v2"}).status_code == 200
+        with pytest.raises(PublishRefused):
+            standin.publish("secure", "cam", username="vhost-enc", password="pw-v")
+        # revocation: deleting the credential keeps the live stream; kicking it and reconnecting fails
+        assert api.delete(f"{PUBLISHERS}/vhost-enc").status_code == 200
+        assert "vhost-enc" in standin.streams("secure")
+        stream = f"{APP}/secure/instances/_definst_/incomingstreams/vhost-enc"
+        assert api.put(f"{stream}/actions/disconnectStream").status_code == 200
+        listed = [s["name"] for s in api.get(f"{APP}/secure/instances/_definst_").json()["incomingStreams"]]
+    assert listed == ["app-enc", "server-enc"] == standin.streams("secure")
+    for password in ("pw-v", "pw-v2"):
+        with pytest.raises(PublishRefused):
+            standin.publish("secure", "vhost-enc", username="vhost-enc", password=password)
+    with pytest.raises(PublishRefused, match="does not exist"):
+        standin.publish("nope", "cam")
+    assert check_all(contract, standin) >= 8
+
+
+def test_shutdown_stops_the_app_until_start_which_activates_the_saved_security(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.publish("live", "cam1")
+    with client_for(standin) as api:
+        assert api.put(f"{APP}/live/actions/shutdown").status_code == 200
+        assert standin.streams("live") == [] and not standin.app_running("live")
+        with pytest.raises(PublishRefused, match="shut down"):
+            standin.publish("live", "cam1")
+        assert api.get(f"{APP}/live").status_code == 200  # its configuration stays
+        assert api.put(f"{APP}/live/security", json=REQUIRE_DIGEST).status_code == 200
+        assert api.post(f"{PUBLISHERS}/enc1", json={"password": "pw"}).status_code == 201
+        assert api.put(f"{APP}/live/actions/start").status_code == 200
+        assert standin.app_running("live") and standin.restarts("live") == 0
+        with pytest.raises(PublishRefused):
+            standin.publish("live", "cam1")
+        standin.publish("live", "cam1", username="enc1", password="pw")
+        # starting a running application changes nothing: streams and the enforced security stay
+        assert api.put(f"{APP}/live/security", json={"publishRequirePassword": False}).status_code == 200
+        assert api.put(f"{APP}/live/actions/start").status_code == 200
+    assert standin.streams("live") == ["cam1"]
+    assert standin.security("live", active=True)["publishRequirePassword"] is True
+    assert check_all(contract, standin) >= 7
+
+
+def test_block_and_duplicate_stream_names_once_active(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    with client_for(standin) as api:
+        assert api.put(f"{APP}/live/security", json={"publishBlockDuplicateStreamNames": True}).status_code == 200
+        standin.publish("live", "cam1")
+        standin.publish("live", "cam1")  # not active yet: the second encoder takes the name over
+        assert api.put(f"{APP}/live/actions/restart").status_code == 200
+        standin.publish("live", "cam1")
+        with pytest.raises(PublishRefused, match="already live"):
+            standin.publish("live", "cam1")
+        standin.publish("live", "cam1", instance="backup")  # another instance, another name space
+        assert (
+            api.put(f"{APP}/live/instances/_definst_/incomingstreams/cam1/actions/disconnectStream").status_code == 200
+        )
+        standin.publish("live", "cam1")
+        assert api.post(f"{PUBLISHERS}/enc1", json={"password": "pw"}).status_code == 201
+        block = {"publishRequirePassword": True, "publishAuthenticationMethod": "block"}
+        assert api.put(f"{APP}/live/security", json=block).status_code == 200
+        assert api.put(f"{APP}/live/actions/restart").status_code == 200
+    with pytest.raises(PublishRefused, match="blocks publishing"):
+        standin.publish("live", "cam2", username="enc1", password="pw")
+    assert check_all(contract, standin) >= 7
+
+
+def test_copy_takes_the_saved_config_and_app_publishers(contract, wowza_standin) -> None:  # noqa: F811
+    standin = wowza_standin
+    standin.add_app("studio", "Live", "Studio A", require_password=True)
+    standin.add_stream("studio", "cam1", "192.0.2.10")
+    with client_for(standin) as api:
+        assert api.post(f"{APP}/studio/publishers/enc1", json={"password": "pw"}).status_code == 201
+        assert api.put(f"{APP}/studio/security", json={"publishBlockDuplicateStreamNames": True}).status_code == 200
+        assert api.put(f"{APP}/studio/actions/copy", params={"dstEntryName": "studio b"}).status_code == 200
+        copied = api.get(f"{APP}/studio%20b").json()
+    assert (copied["name"], copied["appType"], copied["description"]) == ("studio b", "Live", "Studio A")
+    assert copied["securityConfig"] == {**standin.security("studio"), "serverName": "_defaultServer_"}
+    assert standin.security("studio b", active=True) == standin.security("studio")
+    assert standin.publishers("app", "studio b") == {"enc1": "pw"}
+    assert standin.streams("studio b") == [] and standin.streams("studio") == ["cam1"]  # the source keeps running
+    assert standin.app_running("studio b")
+    standin.publish("studio b", "cam1", username="enc1", password="pw")
+    assert check_all(contract, standin) >= 4
