@@ -9,18 +9,21 @@ A stream is live for the operator from the callback that accepted it, not from t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Exists, FloatField, IntegerField, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, FloatField, IntegerField, Max, OuterRef, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from monitoring import live
 from monitoring.models import FleetSample, Health, ServerStatus, Stream
-from streams.models import PublishSession, Server
+from streams.models import ConfigRevision, PublishSession, Server
+
+RELOADED = (ConfigRevision.Status.APPLIED, ConfigRevision.Status.ROLLBACK)
 
 SPARK_MINUTES = 30
 SPARK_POINTS = 90
@@ -64,10 +67,31 @@ def unhealthy_streams() -> QuerySet[Stream]:
     )
 
 
-def stream_health(stream: Stream) -> str:
-    """``ok``, or why a live stream is unhealthy (the same conditions as ``unhealthy_streams``)."""
+PRE_RELOAD = "pre-reload (on the old worker)"
+
+
+def last_reloads(server_ids: Iterable[int]) -> dict[int, datetime]:
+    """When each server's config was last reloaded by a deploy or a rollback (one query)."""
+    rows = (
+        ConfigRevision.objects.filter(server_id__in=set(server_ids), status__in=RELOADED)
+        .values("server_id")
+        .annotate(at=Max("created"))
+        .order_by()
+    )
+    return {row["server_id"]: row["at"] for row in rows}
+
+
+def stream_health(stream: Stream, reloads: dict[int, datetime] | None = None) -> str:
+    """``ok``, or why a live stream is unhealthy (the same conditions as ``unhealthy_streams``).
+
+    A stream missing from /stat that went live before its server's last reload (``reloads``, from
+    ``last_reloads``) is *pre-reload*: still publishing to the old nginx worker (graceful mode), which
+    /stat and /control no longer see, not dropped."""
     latest = stream.latest or {}
     if stream.missing_since is not None:
+        reloaded = (reloads or {}).get(stream.server_id)
+        if reloaded is not None and stream.live_since is not None and stream.live_since <= reloaded:
+            return PRE_RELOAD
         return "missing from /stat"
     if latest.get("fps") == 0:
         return "no video"

@@ -116,3 +116,23 @@ def test_plotly_is_served_locally(viewer):
     response = client.get("/static/vendor/plotly.min.js")
     assert response.status_code == 200
     assert b"plotly.js" in b"".join(response.streaming_content)[:2000]
+
+
+def test_a_stream_left_on_the_old_worker_by_a_reload_is_pre_reload_not_dropped(fleet, viewer):
+    from streams.models import ConfigRevision
+
+    now = timezone.now()
+    up = fleet["up"]
+    missing = dict(server=up, app="live", live=True, first_seen=now, last_seen=now, missing_since=now,
+                   latest={"bitrate_in_kbps": 900.0, "fps": 25.0})  # fmt: skip
+    old = Stream.objects.create(name="before-reload", live_since=now - timedelta(minutes=10), **missing)
+    Stream.objects.create(name="vanished", live_since=now - timedelta(seconds=5), **missing)
+    ConfigRevision.objects.create(server=up, number=1, text="x", sha256="0" * 64, status="applied")
+    ConfigRevision.objects.filter(server=up).update(created=now - timedelta(minutes=1))
+    problems = page(viewer, "/")[1]
+    problems = problems[problems.index('id="fleet-problems"') : problems.index('id="fleet-live"')]
+    assert re.search(r"live/before-reload</a> on edge-up —\s*pre-reload \(on the old worker\)", problems)
+    assert re.search(r"live/vanished</a> on edge-up —\s*missing from /stat: ", problems)  # live after the reload
+    assert "pre-reload (on the old worker)" in page(viewer, "/streams/?health=problem")[1]
+    assert "pre-reload (on the old worker)" in page(viewer, f"/streams/{old.pk}/")[1]
+    assert "pre-reload (on the old worker)" in page(viewer, f"/servers/{up.pk}/")[1]
