@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class StreamSnapshot:
-    """One stream on one server at one poll.
+class StreamSnapshot(NamedTuple):
+    """One stream on one server at one poll (immutable; a named tuple because a poll of a busy server builds
+    thousands of them: five times cheaper to create than a frozen dataclass, see bench/parse_stat.py).
 
     ``name`` is the stream name as the server reports it (nginx-rtmp writes non-ASCII bytes as spaces
     and cuts at 255 bytes), so match streams to sessions by ``publisher_client_id``, not by name.
@@ -53,7 +53,7 @@ class StreamSnapshot:
 
     def to_json(self) -> dict[str, Any]:
         """Return a dict of JSON-safe primitives; ``from_json`` turns it back into an equal snapshot."""
-        return {name: getattr(self, name) for name in _STREAM_FIELDS}
+        return self._asdict()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamSnapshot:
@@ -68,7 +68,7 @@ class StreamSnapshot:
         return cls(**values)
 
 
-_STREAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StreamSnapshot))
+_STREAM_FIELDS: tuple[str, ...] = StreamSnapshot._fields
 
 
 @dataclass(frozen=True, slots=True)
