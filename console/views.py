@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -30,8 +32,14 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    detail = "Bad request."
+    if isinstance(exception, TooManyFieldsSent):
+        detail = f"The form sent too many fields (more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
     if _wants_json(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
+        return JsonResponse({"detail": detail}, status=400)
+    if isinstance(exception, TooManyFieldsSent):
+        return HttpResponse(f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{detail}</p>",
+                            status=400)  # fmt: skip
     return defaults.bad_request(request, exception)
 
 

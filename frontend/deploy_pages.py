@@ -4,6 +4,8 @@ every revision with its diff and outcome; deploy jobs over several servers with 
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -15,6 +17,7 @@ from frontend.views import RoleView
 from streams import deploys, jobs, wowza
 from streams.models import DeployJob, Server
 
+SERVER_ID = re.compile(r"[0-9]{1,18}")
 OUTCOMES = {
     "applied": (messages.SUCCESS, "Revision {n} applied: nginx reloaded and a new worker answers /stat."),
     "rollback": (messages.SUCCESS, "Revision {n}: the previous config is back."),
@@ -82,10 +85,18 @@ class DeployJobsView(RoleView):
         return render(request, "frontend/deploy_jobs.html", context, status=400 if errors else 200)
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        ids = [value for value in request.POST.getlist("servers") if value.isdigit()][: jobs.MAX_SERVERS + 1]
-        mode = request.POST.get("mode", "")
+        values = [value for value in request.POST.getlist("servers") if value != ""]
+        if len(values) > jobs.MAX_SERVERS:
+            return self.get(request, errors=[f"At most {jobs.MAX_SERVERS} servers per job."])
+        if any(not SERVER_ID.fullmatch(value) for value in values):  # ASCII digits: str.isdigit() passes "²"
+            return self.get(request, errors=["Server ids must be numbers."])
+        ids = {int(value) for value in values}
+        servers = list(Server.objects.filter(pk__in=ids))
+        if missing := ids - {server.pk for server in servers}:
+            listed = ", ".join(map(str, sorted(missing)))
+            return self.get(request, errors=[f"No such server: {listed} (deleted meanwhile?)."])
         try:
-            job = jobs.create_job(self.actor(), list(Server.objects.filter(pk__in=ids)), mode=mode,
+            job = jobs.create_job(self.actor(), servers, mode=request.POST.get("mode", ""),
                                   stop_on_failure=request.POST.get("stop_on_failure") == "on")  # fmt: skip
         except ValidationError as exc:
             return self.get(request, errors=exc.messages)
@@ -112,5 +123,5 @@ class DeployJobView(RoleView):
         elif jobs.cancel(job, self.actor()):
             messages.success(request, "Cancelled: the server being deployed now finishes, the rest are skipped.")
         else:
-            messages.info(request, f"The job has already {job.status}.")
+            messages.info(request, f"The job has already finished ({job.get_status_display().lower()}).")
         return redirect("deploy-job", pk=pk)

@@ -174,9 +174,11 @@ export function start() {
  * The whole live wiring of a page whose live parts are server-rendered regions: start, open the socket
  * and refresh the regions when a message of one of `types` arrives (and `accept(message)` agrees), or
  * after a reconnect (then `onReconnect()` lets the page catch up on the rest). `onMessage` sees every
- * message first. Returns the throttled refresh.
+ * message first. `catchUp`: refresh on the first connect too, for a page that gets no periodic message
+ * (what changed between rendering and the socket opening would otherwise stay unseen). Returns the
+ * throttled refresh.
  */
-export function refreshOn(types, { groups = [], accept = () => true, onMessage = () => {}, onReconnect = () => {} } = {}) {
+export function refreshOn(types, { groups = [], accept = () => true, onMessage = () => {}, onReconnect = () => {}, catchUp = false } = {}) {
   start();
   const refresh = refresher();
   connectLive({
@@ -189,6 +191,8 @@ export function refreshOn(types, { groups = [], accept = () => true, onMessage =
       if (reconnected) {
         refresh();
         onReconnect();
+      } else if (catchUp) {
+        refresh();
       }
     },
   });
