@@ -84,43 +84,33 @@ def issue_key(
 ) -> IssuedKey:
     """Create a key with a fresh secret; raises ValidationError naming the bad field. On a Wowza server the
     key's publisher entry is written once the key is stored."""
-    issued = _issue_key(application, label=label, actor=actor, public_name=public_name, expires_at=expires_at,
-                        max_publishers=max_publishers, allowed_cidrs=allowed_cidrs)  # fmt: skip
-    if not _on_wowza(application):
-        return issued
-    return IssuedKey(issued.key, issued.secret, wowza.key_issued(issued.key, issued.secret))
-
-
-@transaction.atomic
-def _issue_key(
-    application: Application,
-    *,
-    label: str,
-    actor: audit.Actor,
-    public_name: str = "",
-    expires_at: datetime | None = None,
-    max_publishers: int = 1,
-    allowed_cidrs: list[str] | None = None,
-) -> IssuedKey:
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
     secret = new_secret()
-    key = StreamKey(
-        application=application,
-        label=label,
-        public_name=public_name or default_public_name(application, label),
-        prefix=secret[:VISIBLE_PREFIX_LEN],
-        secret_hash=hash_secret(secret),
-        created_by=actor.user,
-        expires_at=expires_at,
-        max_publishers=max_publishers,
-        allowed_cidrs=allowed_cidrs or [],
-        wowza_secret=secret if _on_wowza(application) else "",
-    )
-    key.full_clean()
-    key.save()
-    audit.record(actor, "issue", key, after=audit.snapshot(key))
-    return IssuedKey(key=key, secret=secret)
+    with transaction.atomic():
+        key = StreamKey(
+            application=application,
+            label=label,
+            public_name=public_name or default_public_name(application, label),
+            prefix=secret[:VISIBLE_PREFIX_LEN],
+            secret_hash=hash_secret(secret),
+            created_by=actor.user,
+            expires_at=expires_at,
+            max_publishers=max_publishers,
+            allowed_cidrs=allowed_cidrs or [],
+            wowza_secret=secret if _on_wowza(application) else "",
+        )
+        key.full_clean()
+        key.save()
+        audit.record(actor, "issue", key, after=audit.snapshot(key))
+    return _with_wowza(IssuedKey(key=key, secret=secret))
+
+
+def _with_wowza(issued: IssuedKey) -> IssuedKey:
+    """On a Wowza server, write the key's publisher entry now (after the commit) and say how it went."""
+    if not _on_wowza(issued.key.application):
+        return issued
+    return IssuedKey(issued.key, issued.secret, wowza.key_issued(issued.key, issued.secret))
 
 
 @dataclass(frozen=True)
@@ -170,31 +160,24 @@ def rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta = timedelta(
     entry has one password: the new secret replaces the old one at once (no grace); a live encoder keeps
     streaming until it reconnects.
     """
-    issued = _rotate_key(key, actor, grace)
-    if not _on_wowza(issued.key.application):
-        return issued
-    return IssuedKey(issued.key, issued.secret, wowza.key_issued(issued.key, issued.secret))
-
-
-@transaction.atomic
-def _rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta) -> IssuedKey:
     if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
         raise ValidationError({"grace_s": f"The grace must be between 0 and {MAX_ROTATION_GRACE.days} days."})
-    locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
-    if locked.state() != StreamKey.State.ACTIVE:
-        raise ValidationError({"detail": f"Only an active key can be rotated (this one is {locked.state()})."})
-    secret = new_secret()
-    locked.previous_secret_hash = locked.secret_hash
-    locked.previous_valid_until = timezone.now() + grace
-    locked.secret_hash = hash_secret(secret)
-    locked.prefix = secret[:VISIBLE_PREFIX_LEN]
-    if _on_wowza(locked.application):
-        locked.wowza_secret = secret
-        locked.previous_valid_until = timezone.now()  # one password per Wowza publisher: no grace
-    locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix",
-                               "wowza_secret", "updated"])  # fmt: skip
-    audit.record(actor, "rotate", locked, after=audit.snapshot(locked), message=f"old secret valid for {grace}")
-    return IssuedKey(key=locked, secret=secret)
+    with transaction.atomic():
+        locked = StreamKey.objects.select_for_update().select_related("application__server").get(pk=key.pk)
+        if locked.state() != StreamKey.State.ACTIVE:
+            raise ValidationError({"detail": f"Only an active key can be rotated (this one is {locked.state()})."})
+        secret = new_secret()
+        locked.previous_secret_hash = locked.secret_hash
+        locked.previous_valid_until = timezone.now() + grace
+        locked.secret_hash = hash_secret(secret)
+        locked.prefix = secret[:VISIBLE_PREFIX_LEN]
+        if _on_wowza(locked.application):
+            locked.wowza_secret = secret
+            locked.previous_valid_until = timezone.now()  # one password per Wowza publisher: no grace
+        locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix",
+                                   "wowza_secret", "updated"])  # fmt: skip
+        audit.record(actor, "rotate", locked, after=audit.snapshot(locked), message=f"old secret valid for {grace}")
+    return _with_wowza(IssuedKey(key=locked, secret=secret))
 
 
 def find_key(secret: str) -> StreamKey | None:

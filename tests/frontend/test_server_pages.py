@@ -224,7 +224,8 @@ def test_server_page_empty_states(viewer, admin):
     assert "No polls yet, so no poll errors." in html and "No health changes recorded yet" in html
     wowza = factories.make_server("wz", kind=Server.Kind.WOWZA, stat_url="", wowza_api_url="http://192.0.2.9:8087/")
     html = logged_in(admin).get(f"/servers/{wowza.pk}/").content.decode()
-    assert "Tally renders configs for nginx servers only" in html and "/config/" not in html
+    assert "applications and publishers through the REST API" in html and "/config/" not in html
+    assert f"/servers/{wowza.pk}/deploys/" in html
     proxy = factories.make_server("px", role=Server.Role.PROXY, stat_url="")
     assert "a TCP proxy has no stat page" in logged_in(viewer).get(f"/servers/{proxy.pk}/").content.decode()
 

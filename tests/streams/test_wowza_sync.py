@@ -175,3 +175,20 @@ def test_rollback_says_wowza_follows_the_database(wz):
     answer = api.post(f"/api/v1/servers/{server.pk}/rollback/", {}, format="json")
     assert answer.status_code == 409 and "follow Tally's database" in answer.json()["detail"]
     assert [r.status for r in Server.objects.get(pk=server.pk).config_revisions.all()] == ["applied"]
+
+
+def test_the_deploys_page_previews_and_deploys_a_wowza_server(wz):
+    from tests.factories import logged_in
+
+    server, _app, _api, standin = wz
+    admin = logged_in(factories.make_user("chief", "admin"))
+    url = f"/servers/{server.pk}/deploys/"
+    assert "Preview (diff and plan)" in admin.get(url).content.decode()
+    preview = admin.post(url, {"action": "preview", "mode": "graceful"}).content.decode()
+    assert "set publish security of live and restart it" in preview and standin.restarts("live") == 0
+    page = admin.post(url, {"action": "deploy", "mode": "graceful"}, follow=True).content.decode()
+    assert "Revision 1 applied through Wowza&#x27;s REST API and read back." in page
+    assert standin.security("live", active=True)["publishRequirePassword"] is True
+    refused = admin.post(url, {"action": "rollback"}, follow=True).content.decode()
+    assert "follow Tally&#x27;s database" in refused and ConfigRevision.objects.count() == 1
+    assert "Config deploys" in admin.get(f"/servers/{server.pk}/").content.decode()
