@@ -319,16 +319,20 @@ class WowzaTarget:
             after = live_state(self.admin, self.app_names).render(self.server.name)
         except WowzaError as exc:
             report.problems.append(str(exc))
-            return {"ok": False, "error": report.text(), "output": report.text()}
-        if after != text:
-            report.problems.append("read back from Wowza, the state differs from what was deployed")
-        answer: dict[str, Any] = {"ok": report.ok, "output": report.text(), "actions": report.actions,
-                                  "restart_pending": report.restart_pending}  # fmt: skip
-        if not report.ok:
-            answer["error"] = report.text()
-        return answer
+        else:
+            if after != text:
+                report.problems.append("read back from Wowza, the state differs from what was deployed")
+        if not report.ok:  # what was done before the failure is in the text, for the revision's output
+            return {"ok": False, "error": report.text(), "actions": report.actions,
+                    "restart_pending": report.restart_pending}  # fmt: skip
+        return {"ok": True, "output": report.text(), "actions": report.actions,
+                "restart_pending": report.restart_pending}  # fmt: skip
 
     def _sync_apps(self, mode: str, report: SyncReport) -> None:
+        """Create and set up the applications; restart those whose security is saved but not applied yet
+        (changed now, or left pending by an earlier deploy). Whatever stops half-way, ``report.
+        restart_pending`` says which still need a restart, for the next deploy."""
+        report.restart_pending = [name for name in self.pending if name in self.app_names]
         present = set(self.admin.applications())
         for app in managed_applications(self.server):
             if app.name not in present:
@@ -340,19 +344,21 @@ class WowzaTarget:
                 report.actions.append(f"set application {app.name} to Live")
             security = self.admin.security(app.name) or config.get("securityConfig") or {}
             if _managed(security) != _managed(MANAGED_SECURITY):
+                if app.name not in report.restart_pending:
+                    report.restart_pending.append(app.name)
                 self.admin.put_security(app.name, dict(MANAGED_SECURITY))
                 report.actions.append(f"set publish security of {app.name} (password required, digest, "
                                       "no duplicate names)")  # fmt: skip
-            elif app.name not in self.pending:
+            elif app.name not in report.restart_pending:
                 continue
             live = self.admin.live_streams(app.name)
             if live and mode == Server.ReloadMode.GRACEFUL:
-                report.restart_pending.append(app.name)
                 report.actions.append(f"WARNING: restart of {app.name} left pending ({len(live)} live stream(s)): "
                                       "Wowza applies the publish security only when the application restarts; "
                                       "deploy in reconnect mode to restart it now")  # fmt: skip
                 continue
             self.admin.restart(app.name)
+            report.restart_pending.remove(app.name)
             report.actions.append(f"restarted application {app.name}" + (f" ({len(live)} live stream(s) reconnect)"
                                                                          if live else ""))  # fmt: skip
 
@@ -364,8 +370,9 @@ class WowzaTarget:
 
 
 def _pending_restarts(server: Server) -> list[str]:
-    """Applications whose restart the last applied deploy left pending (graceful mode, streams live)."""
-    last = server.config_revisions.filter(status="applied").order_by("-number").values_list("result", flat=True).first()
+    """Applications whose restart the last deploy left pending (graceful mode with streams live, or a sync
+    that stopped between saving an application's security and restarting it)."""
+    last = server.config_revisions.order_by("-number").values_list("result", flat=True).first()
     pending = last.get("restart_pending") if isinstance(last, dict) else None
     return [str(name) for name in pending] if isinstance(pending, list) else []
 

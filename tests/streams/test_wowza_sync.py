@@ -192,3 +192,21 @@ def test_the_deploys_page_previews_and_deploys_a_wowza_server(wz):
     refused = admin.post(url, {"action": "rollback"}, follow=True).content.decode()
     assert "follow Tally&#x27;s database" in refused and ConfigRevision.objects.count() == 1
     assert "Config deploys" in admin.get(f"/servers/{server.pk}/").content.decode()
+
+
+def test_a_sync_that_fails_half_way_is_recorded_with_what_it_did(wz):
+    server, _app, api, standin = wz
+    restart = "/v2/servers/_defaultServer_/vhosts/_defaultVHost_/applications/live/actions/restart"
+    standin.inject(restart, status=500, body={"success": False, "code": "500", "message": "boom",
+                                              "wowzaServer": "4.7.0"})  # fmt: skip
+    answer = deploy(api, server)
+    assert answer.status_code == 502, answer.content
+    revision = answer.json()["revision"]
+    assert revision["status"] == "failed"
+    assert revision["output"].startswith("set publish security of live")
+    assert "ERROR: Wowza answered HTTP 500 to PUT" in revision["output"] and "boom" in revision["output"]
+    assert standin.restarts("live") == 0
+    standin.clear_faults()
+    again = deploy(api, server).json()["revision"]  # the saved security matches now: the restart is still due
+    assert again["status"] == "applied" and "restarted application live" in again["output"]
+    assert standin.security("live", active=True)["publishRequirePassword"] is True
