@@ -275,14 +275,16 @@ class DeployJobSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
 
 
 class DeployJobCreateSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
-    servers = serializers.PrimaryKeyRelatedField(
-        queryset=Server.objects.all(), many=True, required=False,
-        help_text="Servers to deploy (any order: origins run first, proxies last). Default: every deployable one.",
+    servers = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=500,
+        help_text="Server ids (any order: origins run first, proxies last). Default: every deployable server.",
     )  # fmt: skip
     mode = serializers.ChoiceField(choices=Server.ReloadMode.choices, required=False, allow_blank=True, default="")
     stop_on_failure = serializers.BooleanField(default=True)
 
-    def validate_servers(self, value: list[Server]) -> list[Server]:
-        if len(value) > 500:
-            raise serializers.ValidationError("At most 500 servers per job.")
-        return value
+    def validate_servers(self, value: list[int]) -> list[Server]:
+        """The servers, read in one query (not one per id); unknown ids named."""
+        servers = {server.pk: server for server in Server.objects.filter(pk__in=value)}
+        if missing := sorted(set(value) - set(servers)):
+            raise serializers.ValidationError(f"No such server: {', '.join(map(str, missing))}.")
+        return [servers[pk] for pk in dict.fromkeys(value)]

@@ -202,12 +202,14 @@ def test_the_api_refuses_bad_jobs_clearly(db):
         ({"servers": [bare.pk]}, "bare: no tally-agent URL and token"),
         ({"servers": [wowza.pk]}, "wz: disabled"),
         ({"servers": []}, "Choose at least one server"),
-        ({"servers": [999999]}, "Invalid pk"),
+        ({"servers": [999999, ready.pk, 999998]}, "No such server: 999998, 999999."),
+        ({"servers": [2**70]}, "less than or equal to"),
+        ({"servers": ["one"]}, "A valid integer is required"),
         ({"servers": "all"}, "Expected a list"),
         ({"servers": [ready.pk], "mode": "sideways"}, "is not a valid choice"),
         ({"servers": [ready.pk], "stop_on_failure": "perhaps"}, "Must be a valid boolean"),
         ({"servers": [ready.pk], "colour": "red"}, "colour"),
-        ({"servers": [ready.pk] * 501}, "At most 500"),
+        ({"servers": [ready.pk] * 501}, "no more than 500"),
     ]
     for body, message in cases:
         answer = admin.post("/api/v1/deploy-jobs/", body, format="json")
