@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 FLEET_GROUP = "fleet"
 MAX_SERVERS = 500
 QUEUED_GRACE = timedelta(seconds=10)  # a queued job older than this had its start message lost
-# No heartbeat for this long means the worker died: a step takes at most the agent's timeout plus a reload.
-STALE_AFTER = timedelta(seconds=deploys.AGENT_TIMEOUT_S * 4)
+# No heartbeat (set when each step starts and ends) for this long means the worker died. An nginx step
+# takes at most the agent's timeout (30 s); a Wowza step makes a few REST calls per application and key.
+STALE_AFTER = timedelta(minutes=10)
 
 
 def deployable(server: Server) -> str:
@@ -151,6 +152,7 @@ def _run_step(job: DeployJob, step: DeployStep, actor: audit.Actor) -> bool:
     """Deploy one server; True when it applied (or had nothing to change)."""
     step.status, step.started = DeployStep.Status.RUNNING, timezone.now()
     step.save(update_fields=["status", "started"])
+    DeployJob.objects.filter(pk=job.pk).update(heartbeat=step.started)
     _push(job, step)
     try:
         result = deploys.deploy(step.server, actor, mode=job.mode or None)
