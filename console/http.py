@@ -120,10 +120,8 @@ def call(
         response = client.send(request, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT, stream=True)
         try:
             if 300 <= response.status_code < 400:
-                _check_response(response, max_bytes)
-            length = response.headers.get("content-length", "")
-            if length.isdigit() and int(length) > max_bytes:
-                raise HttpError(f"response too large ({int(length)} bytes, limit {max_bytes})", permanent=True)
+                _check_response(response, max_bytes)  # redirects are errors here too
+            _check_length(response, max_bytes)
             return response.status_code, _collect(response.iter_bytes(), deadline, timeout_s, max_bytes)
         finally:
             response.close()
@@ -172,6 +170,11 @@ def _check_response(response: httpx.Response, max_bytes: int) -> None:
         if 300 <= status < 400:
             reason += f" (redirect to {response.headers.get('location', '?')[:200]})"
         raise HttpError(reason, permanent=status < 500 and status not in {408, 429}, status=status)
+    _check_length(response, max_bytes)
+
+
+def _check_length(response: httpx.Response, max_bytes: int) -> None:
+    """Raise for an announced body larger than ``max_bytes``."""
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise HttpError(f"response too large ({int(length)} bytes, limit {max_bytes})", permanent=True)

@@ -32,15 +32,14 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
-    detail = "Bad request."
-    if isinstance(exception, TooManyFieldsSent):
+    if not isinstance(exception, TooManyFieldsSent):
+        detail = "Bad request."
+    else:  # a reason the sender can act on
         detail = f"The form sent too many fields (more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
     if _wants_json(request):
         return JsonResponse({"detail": detail}, status=400)
-    if isinstance(exception, TooManyFieldsSent):
-        return HttpResponse(f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{detail}</p>",
-                            status=400)  # fmt: skip
-    return defaults.bad_request(request, exception)
+    page = f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{detail}</p>"
+    return HttpResponse(page, status=400)
 
 
 def permission_denied(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:

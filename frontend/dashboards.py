@@ -37,7 +37,7 @@ class HomeView(RoleView):
             .filter(Q(health__in=[Health.DOWN, Health.DEGRADED]) | ~Q(warning=""))
             .select_related("server")
             .order_by("-health", "server__name")[: self.PROBLEMS],
-            "bad_streams": _with_health(list(unhealthy[: self.PROBLEMS])),
+            "bad_streams": fleet.with_health(list(unhealthy[: self.PROBLEMS])),
             "open_alerts": Alert.objects.filter(state=Alert.State.OPEN).select_related("server")[: self.PROBLEMS],
             "live_now": Stream.objects.filter(live=True)
             .select_related("server")
@@ -89,7 +89,7 @@ class StreamListView(RoleView):
         sort = request.GET.get("sort", "name")
         streams = streams.order_by(*self.SORTS.get(sort, self.SORTS["name"]))
         page = Paginator(streams, self.PER_PAGE).get_page(request.GET.get("page"))
-        rows = _with_health(list(page.object_list))
+        rows = fleet.with_health(list(page.object_list))
         filters = {"q": query, "server": server, "app": app, "health": health, "sort": sort}
         pending_rows = list(pending.order_by("-started")[: self.PER_PAGE]) if page.number == 1 else []
         context = {
@@ -117,11 +117,5 @@ class StreamDetailView(RoleView):
         current = next((s for s in sessions if s.ended is None), None)
         key = current.key if current else next((s.key for s in sessions if s.key_id), None)
         context = {"stream": stream, "sessions": sessions, "current": current, "key": key, "now": timezone.now(),
-                   "health": fleet.stream_health(stream, fleet.last_reloads([stream.server_id]))}  # fmt: skip
+                   "health": fleet.with_health([stream])[0][1]}  # fmt: skip
         return render(request, "frontend/stream_detail.html", context)
-
-
-def _with_health(streams: list[Stream]) -> list[tuple[Stream, str]]:
-    """Each stream with its health (``fleet.stream_health``), their servers' reloads read in one query."""
-    reloads = fleet.last_reloads(stream.server_id for stream in streams if stream.missing_since is not None)
-    return [(stream, fleet.stream_health(stream, reloads)) for stream in streams]

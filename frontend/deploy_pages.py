@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from console.roles import Role
 from frontend.views import RoleView
-from streams import deploys, jobs, wowza
+from streams import deploys, jobs
 from streams.models import DeployJob, Server
 
 SERVER_ID = re.compile(r"[0-9]{1,18}")
@@ -48,9 +48,6 @@ class ServerDeployView(RoleView):
         if action not in ("preview", "deploy", "rollback") or mode not in Server.ReloadMode.values:
             messages.error(request, "Unknown action or reload mode.")
             return redirect("server-deploys", pk=server.pk)
-        if action == "rollback" and server.kind == Server.Kind.WOWZA:
-            messages.error(request, wowza.ROLLBACK_REFUSED)
-            return redirect("server-deploys", pk=server.pk)
         try:
             if action == "rollback":
                 revision = deploys.rollback(server, self.actor())
@@ -61,6 +58,9 @@ class ServerDeployView(RoleView):
                 revision = result.revision
         except ValueError as exc:
             messages.error(request, f"Cannot render this server's config: {exc}")
+            return redirect("server-deploys", pk=server.pk)
+        except deploys.RollbackUnavailable as exc:
+            messages.error(request, str(exc))
             return redirect("server-deploys", pk=server.pk)
         except deploys.AgentError as exc:
             messages.error(request, f"Nothing changed: {exc}")
@@ -90,13 +90,9 @@ class DeployJobsView(RoleView):
             return self.get(request, errors=[f"At most {jobs.MAX_SERVERS} servers per job."])
         if any(not SERVER_ID.fullmatch(value) for value in values):  # ASCII digits: str.isdigit() passes "²"
             return self.get(request, errors=["Server ids must be numbers."])
-        ids = {int(value) for value in values}
-        servers = list(Server.objects.filter(pk__in=ids))
-        if missing := ids - {server.pk for server in servers}:
-            listed = ", ".join(map(str, sorted(missing)))
-            return self.get(request, errors=[f"No such server: {listed} (deleted meanwhile?)."])
         try:
-            job = jobs.create_job(self.actor(), servers, mode=request.POST.get("mode", ""),
+            job = jobs.create_job(self.actor(), jobs.servers_by_id([int(value) for value in values]),
+                                  mode=request.POST.get("mode", ""),
                                   stop_on_failure=request.POST.get("stop_on_failure") == "on")  # fmt: skip
         except ValidationError as exc:
             return self.get(request, errors=exc.messages)

@@ -191,12 +191,11 @@ class ServerDetailView(RoleView):
         streams = list(Stream.objects.filter(server=server, live=True).order_by("app", "name")[: self.STREAMS])
         n_live = sum(live_by_app.values())
         revision, revision_error = config_revision(server)
-        reloads = fleet.last_reloads([server.pk]) if any(s.missing_since for s in streams) else {}
         context = {
             "server": server,
             "row": server_row(server, n_live + len(pending)),
             "apps": [(app, live_by_app.get(app.name, 0)) for app in apps],
-            "streams": [(stream, fleet.stream_health(stream, reloads)) for stream in streams],
+            "streams": fleet.with_health(streams),
             "pending": pending,
             "more_streams": max(n_live - len(streams), 0),
             "transitions": server.health_transitions.all()[: self.TRANSITIONS],

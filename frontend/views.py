@@ -26,7 +26,7 @@ from console import audit, tokens, users
 from console.models import ApiToken, AuditEntry
 from console.roles import GROUP_NAMES, Role, request_role, role_of
 from frontend import forms
-from streams import inventory, keys, rendering, sessions
+from streams import inventory, keys, rendering, sessions, wowza
 from streams.models import Application, PublishReject, PublishSession, Server, StreamKey
 from streams.ratelimit import publish_failures
 
@@ -288,11 +288,10 @@ class KeyRevokeView(RoleView):
         return redirect("key-detail", pk=key.pk)
 
 
-def _wowza_message(request: HttpRequest, outcome: str) -> None:
+def _wowza_message(request: HttpRequest, outcome: wowza.KeyOutcome | None) -> None:
     """Show what a key change did on Wowza (nothing for nginx-rtmp keys)."""
-    if outcome:
-        failed = "not written" in outcome or "not updated" in outcome
-        messages.add_message(request, messages.WARNING if failed else messages.SUCCESS, outcome)
+    if outcome is not None:
+        messages.add_message(request, messages.SUCCESS if outcome.ok else messages.WARNING, outcome.text)
 
 
 KICK_OUTCOMES = {

@@ -100,6 +100,13 @@ def stream_health(stream: Stream, reloads: dict[int, datetime] | None = None) ->
     return "ok"
 
 
+def with_health(streams: list[Stream]) -> list[tuple[Stream, str]]:
+    """Each stream with its ``stream_health``; the reloads of the servers of missing ones in one query."""
+    missing = [stream.server_id for stream in streams if stream.missing_since is not None]
+    reloads = last_reloads(missing) if missing else {}
+    return [(stream, stream_health(stream, reloads)) for stream in streams]
+
+
 def summary() -> FleetSummary:
     """The fleet now: four aggregate queries, whatever its size."""
     health = dict(

@@ -42,6 +42,10 @@ class AgentError(Exception):
     """The agent (or Wowza's REST API) could not be reached or answered something unusable."""
 
 
+class RollbackUnavailable(Exception):
+    """This server has nothing to roll back to (Wowza: it follows the database)."""
+
+
 class Target(Protocol):
     """Where a deploy goes: tally-agent for nginx, the REST API for Wowza. Each call answers a dict with
     ``ok`` and ``output`` (and ``error``/``rolled_back`` on failure) or raises."""
@@ -49,7 +53,6 @@ class Target(Protocol):
     def config(self) -> tuple[str, str]: ...
     def validate(self, text: str) -> dict[str, Any]: ...
     def apply(self, text: str, mode: str, reconnect_delay_s: int, expected_sha256: str) -> dict[str, Any]: ...
-    def rollback(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -203,10 +206,12 @@ def deploy(server: Server, actor: audit.Actor, *, dry_run: bool = False, mode: s
     return result
 
 
-@_wowza_errors()
 def rollback(server: Server, actor: audit.Actor) -> ConfigRevision:
-    """Put back the config that was live before the last apply (the agent keeps it), as a new revision."""
-    agent, _ = target_for(server)
+    """Put back the config that was live before the last apply (the agent keeps it), as a new revision.
+    Raises ``RollbackUnavailable`` for a Wowza server and ``AgentError`` when the agent cannot be used."""
+    if server.kind == Server.Kind.WOWZA:
+        raise RollbackUnavailable(wowza.ROLLBACK_REFUSED)
+    agent = AgentClient(server)
     try:
         live_text, live_sha = agent.config()
         started = time.monotonic()

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from console import audit, push
 from streams import deploys
-from streams.models import DeployJob, DeployStep, Server
+from streams.models import ConfigRevision, DeployJob, DeployStep, Server
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,15 @@ def deployable(server: Server) -> str:
     if server.kind == Server.Kind.WOWZA:
         return "" if server.wowza_api_url else "no Wowza REST API URL"
     return "" if server.agent_url and server.agent_token else "no tally-agent URL and token"
+
+
+def servers_by_id(ids: list[int]) -> list[Server]:
+    """The servers of ``ids`` in that order (duplicates once), read in one query; ``ValidationError`` naming
+    the ids that are no server's."""
+    found = {server.pk: server for server in Server.objects.filter(pk__in=ids)}
+    if missing := sorted(set(ids) - set(found)):
+        raise ValidationError({"servers": f"No such server: {', '.join(map(str, missing))}."})
+    return [found[pk] for pk in dict.fromkeys(ids)]
 
 
 def deploy_order(servers: list[Server]) -> list[Server]:
@@ -133,8 +142,7 @@ def run_job(job_id: int) -> DeployJob | None:
     _push(job)
     failed = False
     for step in job.steps.select_related("server").order_by("position"):
-        job.refresh_from_db(fields=["status"])
-        if job.status == DeployJob.Status.CANCELLED:
+        if job.status == DeployJob.Status.CANCELLED:  # read by each _push, so a cancel is seen between steps
             _skip_rest(job, "the job was cancelled")
             break
         if failed and job.stop_on_failure:
@@ -162,16 +170,14 @@ def _run_step(job: DeployJob, step: DeployStep, actor: audit.Actor) -> bool:
         log.exception("deploy job %s: step %s failed", job.pk, step.pk)
         step.status, step.message = DeployStep.Status.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:5000]
     else:
-        step.revision = result.revision
-        applied = result.revision is not None and result.revision.status == "applied"
-        if applied:
+        revision = step.revision = result.revision
+        assert revision is not None  # not a dry run
+        if revision.status == ConfigRevision.Status.APPLIED:
             step.status = DeployStep.Status.APPLIED if result.changed else DeployStep.Status.UNCHANGED
+            step.message = revision.output[:5000]
         else:
             step.status = DeployStep.Status.FAILED
-        revision = result.revision
-        step.message = (revision.output if revision else result.validation_output)[:5000]
-        if revision is not None and not applied:
-            step.message = f"{revision.get_status_display()}: {step.message}"[:5000]
+            step.message = f"{revision.get_status_display()}: {revision.output}"[:5000]
     step.finished = timezone.now()
     step.save(update_fields=["status", "message", "revision", "finished"])
     DeployJob.objects.filter(pk=job.pk).update(heartbeat=step.finished)

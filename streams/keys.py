@@ -27,7 +27,7 @@ class IssuedKey:
 
     key: StreamKey
     secret: str
-    wowza: str = ""  # what writing the Wowza publisher entry did (Wowza servers only)
+    wowza: wowza.KeyOutcome | None = None  # what writing the Wowza publisher entry did (Wowza servers only)
 
     @property
     def obs_server_url(self) -> str:
@@ -120,7 +120,7 @@ class RevokeResult:
     key: StreamKey
     was_already_revoked: bool
     kicks: list[sessions.KickResult] = field(default_factory=list)
-    wowza: str = ""  # what deleting the Wowza publisher entry and disconnecting the stream did
+    wowza: wowza.KeyOutcome | None = None  # Wowza only: publisher entry deleted, stream disconnected
 
 
 def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeResult:
@@ -142,10 +142,10 @@ def revoke_key(key: StreamKey, actor: audit.Actor, reason: str = "") -> RevokeRe
             audit.record(actor, "revoke", locked, before=before, after=audit.snapshot(locked), message=reason[:500])
     hooks.recent_keys.forget_hashes({locked.secret_hash, locked.previous_secret_hash})
     kicks = sessions.kick_key_sessions(locked.pk, actor, PublishSession.EndReason.REVOKED)
-    outcome = ""
+    outcome = None
     if _on_wowza(locked.application):
         outcome = wowza.key_revoked(locked)
-        audit.record(actor, "kick", locked, message=outcome[:500])
+        audit.record(actor, "kick", locked, message=outcome.text[:500])
     return RevokeResult(key=locked, was_already_revoked=already, kicks=kicks, wowza=outcome)
 
 
@@ -168,12 +168,12 @@ def rotate_key(key: StreamKey, actor: audit.Actor, grace: timedelta = timedelta(
             raise ValidationError({"detail": f"Only an active key can be rotated (this one is {locked.state()})."})
         secret = new_secret()
         locked.previous_secret_hash = locked.secret_hash
-        locked.previous_valid_until = timezone.now() + grace
         locked.secret_hash = hash_secret(secret)
         locked.prefix = secret[:VISIBLE_PREFIX_LEN]
         if _on_wowza(locked.application):
             locked.wowza_secret = secret
-            locked.previous_valid_until = timezone.now()  # one password per Wowza publisher: no grace
+            grace = timedelta(0)  # one password per Wowza publisher: the new one replaces it at once
+        locked.previous_valid_until = timezone.now() + grace
         locked.save(update_fields=["previous_secret_hash", "previous_valid_until", "secret_hash", "prefix",
                                    "wowza_secret", "updated"])  # fmt: skip
         audit.record(actor, "rotate", locked, after=audit.snapshot(locked), message=f"old secret valid for {grace}")

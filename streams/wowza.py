@@ -13,9 +13,10 @@ vhosts/_defaultVHost_``):
   disconnectStream``); expired keys lose their entry at the next sync.
 
 ``WowzaTarget`` gives deploys the same small interface as tally-agent's client (``config``, ``validate``,
-``apply``, ``rollback``), so a Wowza server is deployed, diffed and recorded like an nginx one. Its "config"
-is a deterministic text rendering of the managed state (``WowzaState.render``), read back from the REST
-API for the diff and for verification. Entries and applications Tally does not manage are never touched.
+``apply``; no rollback: Wowza follows the database), so a Wowza server is deployed, diffed and recorded
+like an nginx one. Its "config" is a deterministic text rendering of the managed state
+(``WowzaState.render``), read back from the REST API for the diff and for verification. Entries and
+applications Tally does not manage are never touched.
 """
 
 from __future__ import annotations
@@ -218,10 +219,6 @@ def _managed(security: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((key, security.get(key)) for key in MANAGED_SECURITY))
 
 
-def managed_applications(server: Server) -> list[Application]:
-    return list(server.applications.filter(kind=Application.Kind.LIVE).order_by("name"))
-
-
 def active_keys(server: Server) -> list[StreamKey]:
     """Keys whose publisher entry must exist: active ones of the server's live applications."""
     now = timezone.now()
@@ -235,7 +232,9 @@ def active_keys(server: Server) -> list[StreamKey]:
 
 
 def desired_state(server: Server) -> WowzaState:
-    apps = tuple(AppState(app.name, "Live", _managed(MANAGED_SECURITY)) for app in managed_applications(server))
+    """Every live application of the server, with the managed security, and an entry per active key."""
+    names = server.applications.filter(kind=Application.Kind.LIVE).order_by("name").values_list("name", flat=True)
+    apps = tuple(AppState(name, "Live", _managed(MANAGED_SECURITY)) for name in names)
     return WowzaState(apps=apps, publishers=tuple(key.wowza_publisher for key in active_keys(server)))
 
 
@@ -288,19 +287,25 @@ class WowzaTarget:
         self.desired = desired_state(server)
         self.app_names = [app.name for app in self.desired.apps]
         self.pending = _pending_restarts(server)
+        self._live: WowzaState | None = None  # read once by config(), then used by validate() and apply()
 
     def rendered(self) -> str:
         return self.desired.render(self.server.name)
 
+    def _before(self) -> WowzaState:
+        if self._live is None:
+            self._live = live_state(self.admin, self.app_names)
+        return self._live
+
     def config(self) -> tuple[str, str]:
-        text = live_state(self.admin, self.app_names).render(self.server.name)
+        text = self._before().render(self.server.name)
         return text, hashlib.sha256(text.encode()).hexdigest()
 
     def validate(self, text: str) -> dict[str, Any]:
         """A dry run: the plan, from the live state (the REST API must answer)."""
         if text != self.rendered():
             return {"ok": False, "output": "the candidate is not this server's rendering"}
-        plan = _plan(self.desired, live_state(self.admin, self.app_names))
+        plan = _plan(self.desired, self._before())
         restarting = {line.split()[4] for line in plan if line.endswith("and restart it")}
         plan += [f"restart {name} (its publish security is saved but not applied yet)"
                  for name in self.pending if name in self.app_names and name not in restarting]  # fmt: skip
@@ -314,8 +319,9 @@ class WowzaTarget:
             return {"ok": False, "error": "the candidate is not this server's rendering"}
         report = SyncReport()
         try:
-            self._sync_apps(mode, report)
-            sync_publishers(self.server, admin=self.admin, report=report)
+            before = self._before()
+            self._sync_apps(before, mode, report)
+            sync_publishers(self.server, admin=self.admin, report=report, present=set(before.publishers))
             after = live_state(self.admin, self.app_names).render(self.server.name)
         except WowzaError as exc:
             report.problems.append(str(exc))
@@ -328,42 +334,40 @@ class WowzaTarget:
         return {"ok": True, "output": report.text(), "actions": report.actions,
                 "restart_pending": report.restart_pending}  # fmt: skip
 
-    def _sync_apps(self, mode: str, report: SyncReport) -> None:
-        """Create and set up the applications; restart those whose security is saved but not applied yet
-        (changed now, or left pending by an earlier deploy). Whatever stops half-way, ``report.
-        restart_pending`` says which still need a restart, for the next deploy."""
+    def _sync_apps(self, before: WowzaState, mode: str, report: SyncReport) -> None:
+        """Create and set up the applications (from the state read ``before``); restart those whose security
+        is saved but not applied yet (changed now, or left pending by an earlier deploy). Whatever stops
+        half-way, ``report.restart_pending`` says which still need a restart, for the next deploy."""
         report.restart_pending = [name for name in self.pending if name in self.app_names]
-        present = set(self.admin.applications())
-        for app in managed_applications(self.server):
-            if app.name not in present:
-                self.admin.create_application(app.name, f"Managed by Tally ({self.server.name}/{app.name})")
-                report.actions.append(f"created application {app.name}")
-            config = self.admin.application(app.name) or {}
-            if config.get("appType") != "Live":
-                self.admin.set_live(app.name)
-                report.actions.append(f"set application {app.name} to Live")
-            security = self.admin.security(app.name) or config.get("securityConfig") or {}
-            if _managed(security) != _managed(MANAGED_SECURITY):
-                if app.name not in report.restart_pending:
-                    report.restart_pending.append(app.name)
-                self.admin.put_security(app.name, dict(MANAGED_SECURITY))
-                report.actions.append(f"set publish security of {app.name} (password required, digest, "
+        current = {app.name: app for app in before.apps}
+        wanted = _managed(MANAGED_SECURITY)
+        for name in self.app_names:
+            have = current.get(name)
+            if have is None:
+                self.admin.create_application(name, f"Managed by Tally ({self.server.name}/{name})")
+                report.actions.append(f"created application {name}")
+                have = AppState(name, "Live", _managed(self.admin.security(name)))
+            if have.app_type != "Live":
+                self.admin.set_live(name)
+                report.actions.append(f"set application {name} to Live")
+            if have.security != wanted:
+                if name not in report.restart_pending:
+                    report.restart_pending.append(name)
+                self.admin.put_security(name, dict(MANAGED_SECURITY))
+                report.actions.append(f"set publish security of {name} (password required, digest, "
                                       "no duplicate names)")  # fmt: skip
-            elif app.name not in report.restart_pending:
+            elif name not in report.restart_pending:
                 continue
-            live = self.admin.live_streams(app.name)
+            live = self.admin.live_streams(name)
             if live and mode == Server.ReloadMode.GRACEFUL:
-                report.actions.append(f"WARNING: restart of {app.name} left pending ({len(live)} live stream(s)): "
+                report.actions.append(f"WARNING: restart of {name} left pending ({len(live)} live stream(s)): "
                                       "Wowza applies the publish security only when the application restarts; "
                                       "deploy in reconnect mode to restart it now")  # fmt: skip
                 continue
-            self.admin.restart(app.name)
-            report.restart_pending.remove(app.name)
-            report.actions.append(f"restarted application {app.name}" + (f" ({len(live)} live stream(s) reconnect)"
-                                                                         if live else ""))  # fmt: skip
-
-    def rollback(self) -> dict[str, Any]:
-        return {"ok": False, "error": ROLLBACK_REFUSED}
+            self.admin.restart(name)
+            report.restart_pending.remove(name)
+            report.actions.append(f"restarted application {name}" + (f" ({len(live)} live stream(s) reconnect)"
+                                                                      if live else ""))  # fmt: skip
 
     def close(self) -> None:
         pass
@@ -394,14 +398,19 @@ def _plan(desired: WowzaState, live: WowzaState) -> list[str]:
 # --- publishers --------------------------------------------------------------------------------------------
 
 
-def sync_publishers(server: Server, *, admin: WowzaAdmin | None = None, report: SyncReport | None = None) -> SyncReport:
+def sync_publishers(
+    server: Server, *, admin: WowzaAdmin | None = None, report: SyncReport | None = None,
+    present: set[str] | None = None,
+) -> SyncReport:  # fmt: skip
     """Make the ``tally-`` publisher entries match the active keys: create missing ones from the stored
     secret, delete the rest (revoked, expired, deleted keys) and disconnect their streams if live.
-    Raises ``WowzaError`` when the REST API cannot be used."""
+    ``present``: the ``tally-`` entries, when the caller has just read them. Raises ``WowzaError`` when
+    the REST API cannot be used."""
     admin = admin or WowzaAdmin(server)
     report = report if report is not None else SyncReport()
     keys = {key.wowza_publisher: key for key in active_keys(server)}
-    present = {name for name in admin.publishers() if name.startswith(PUBLISHER_PREFIX)}
+    if present is None:
+        present = {name for name in admin.publishers() if name.startswith(PUBLISHER_PREFIX)}
     for name, key in keys.items():
         if name in present:
             continue
@@ -444,23 +453,33 @@ def sync_all() -> dict[str, str]:
 # --- one key at once (issue, rotate, revoke) ----------------------------------------------------------------
 
 
-def key_issued(key: StreamKey, secret: str) -> str:
+@dataclass(frozen=True)
+class KeyOutcome:
+    """What a key change did on Wowza right away; ``ok`` False: the periodic sync finishes it later."""
+
+    ok: bool
+    text: str
+
+
+def key_issued(key: StreamKey, secret: str) -> KeyOutcome:
     """Create or update the key's publisher entry now; on failure the periodic sync creates it later."""
     try:
         WowzaAdmin(key.application.server).create_publisher(key.wowza_publisher, secret)
     except WowzaError as exc:
-        return f"Wowza publisher {key.wowza_publisher} not written yet ({exc}); the next sync retries"
-    return f"Wowza publisher {key.wowza_publisher} written"
+        return KeyOutcome(False, f"Wowza publisher {key.wowza_publisher} not written yet ({exc}); the next sync "
+                                 "retries")  # fmt: skip
+    return KeyOutcome(True, f"Wowza publisher {key.wowza_publisher} written")
 
 
-def key_revoked(key: StreamKey) -> str:
+def key_revoked(key: StreamKey) -> KeyOutcome:
     """Delete the key's publisher entry and disconnect its stream if live."""
     try:
         admin = WowzaAdmin(key.application.server)
         deleted = admin.delete_publisher(key.wowza_publisher)
         disconnected = admin.disconnect(key.application.name, key.public_name)
     except WowzaError as exc:
-        return f"Wowza not updated ({exc}); the next sync deletes publisher {key.wowza_publisher}"
+        return KeyOutcome(False, f"Wowza not updated ({exc}); the next sync deletes publisher "
+                                 f"{key.wowza_publisher}")  # fmt: skip
     parts = [f"publisher {key.wowza_publisher} " + ("deleted" if deleted else "was already absent"),
              "stream disconnected" if disconnected else "stream was not live"]  # fmt: skip
-    return "Wowza: " + ", ".join(parts)
+    return KeyOutcome(True, "Wowza: " + ", ".join(parts))

@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from console.api import StrictSerializerMixin
-from streams import validators
+from streams import jobs, validators
 from streams.app_settings import clean_app_settings
 from streams.keys import IssuedKey
 from streams.models import (
@@ -160,7 +160,8 @@ class IssuedKeySerializer(StreamKeySerializer):
         return self._issued().username
 
     def get_wowza(self, obj: StreamKey) -> str:
-        return self._issued().wowza
+        outcome = self._issued().wowza
+        return outcome.text if outcome else ""
 
     def get_publish_url(self, obj: StreamKey) -> str:
         return self._issued().publish_url
@@ -283,8 +284,7 @@ class DeployJobCreateSerializer(StrictSerializerMixin, serializers.Serializer): 
     stop_on_failure = serializers.BooleanField(default=True)
 
     def validate_servers(self, value: list[int]) -> list[Server]:
-        """The servers, read in one query (not one per id); unknown ids named."""
-        servers = {server.pk: server for server in Server.objects.filter(pk__in=value)}
-        if missing := sorted(set(value) - set(servers)):
-            raise serializers.ValidationError(f"No such server: {', '.join(map(str, missing))}.")
-        return [servers[pk] for pk in dict.fromkeys(value)]
+        try:
+            return jobs.servers_by_id(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict["servers"]) from None

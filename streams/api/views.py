@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from console import audit
 from console.api import AuditedModelViewSet
 from console.roles import Role
-from streams import deploys, inventory, jobs, keys, rendering, sessions, wowza
+from streams import deploys, inventory, jobs, keys, rendering, sessions
 from streams.api import serializers as s
 from streams.models import (
     Application,
@@ -109,11 +109,10 @@ class ServerViewSet(AuditedModelViewSet):
     def rollback(self, request: Request, pk: str | None = None) -> Response:
         """Put back the config that was live before the last deploy (a new revision). nginx only: a Wowza
         server follows the database (409)."""
-        server = self.get_object()
-        if server.kind == Server.Kind.WOWZA:
-            return Response({"detail": wowza.ROLLBACK_REFUSED}, status=409)
         try:
-            revision = deploys.rollback(server, audit.Actor.from_request(request))
+            revision = deploys.rollback(self.get_object(), audit.Actor.from_request(request))
+        except deploys.RollbackUnavailable as exc:
+            return Response({"detail": str(exc)}, status=409)
         except deploys.AgentError as exc:
             return Response({"detail": str(exc)}, status=502)
         data = s.ConfigRevisionSerializer(revision).data
@@ -203,7 +202,7 @@ class StreamKeyViewSet(
         body = s.RevokeSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         result = keys.revoke_key(self.get_object(), audit.Actor.from_request(request), body.validated_data["reason"])
-        context = {"kicks": result.kicks, "wowza": result.wowza}
+        context = {"kicks": result.kicks, "wowza": result.wowza.text if result.wowza else ""}
         return Response(s.RevokedKeySerializer(result.key, context=context).data)
 
     @extend_schema(request=s.RotateSerializer, responses={200: s.IssuedKeySerializer})
@@ -317,5 +316,6 @@ class DeployJobViewSet(
         """Stop the job after the server it is deploying now; the rest are skipped."""
         job = self.get_object()
         if not jobs.cancel(job, audit.Actor.from_request(request)):
-            return Response({"detail": f"The job has already {job.status}."}, status=409)
+            return Response({"detail": f"The job has already finished ({job.get_status_display().lower()})."},
+                            status=409)  # fmt: skip
         return Response(s.DeployJobSerializer(self.get_queryset().get(pk=job.pk)).data)

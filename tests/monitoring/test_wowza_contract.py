@@ -429,8 +429,9 @@ def test_every_request_of_tallys_wowza_management_follows_the_contract(
     issued = keys.issue_key(live, label="Cam", actor=actor)
     standin.publish("live", issued.key.public_name, username=issued.username, password=issued.secret)
     rotated = keys.rotate_key(issued.key, actor)
-    assert "written" in rotated.wowza
-    assert "stream disconnected" in keys.revoke_key(rotated.key, actor).wowza
+    assert rotated.wowza is not None and rotated.wowza.ok and "written" in rotated.wowza.text
+    revoked = keys.revoke_key(rotated.key, actor).wowza
+    assert revoked is not None and revoked.ok and "stream disconnected" in revoked.text
     keys.issue_key(live, label="Other", actor=actor)
     wowza.WowzaAdmin(server).delete_publisher(f"tally-{issued.key.pk + 1}")
     assert "created publisher" in wowza.sync_all()["wowza-c"]

@@ -60,9 +60,15 @@ def test_deploy_creates_live_apps_with_publish_auth_and_restarts_them(wz):
     with pytest.raises(PublishRefused):
         standin.publish("live", "anyone")  # publishing without credentials is over
 
+    standin.clear_exchanges()
     again = deploy(api, server).json()
     assert again["changed"] is False and again["revision"]["output"] == "nothing to change"
     assert standin.restarts("live") == 1  # no needless restart
+    # Nothing to change: the state is read once before (shared by the diff, the plan and the sync) and once
+    # after (the verification), and nothing is written.
+    calls = [(e.method, e.path.removeprefix(wowza.VHOST_PATH)) for e in standin.exchanges if e.status != 401]
+    assert {method for method, _ in calls} == {"GET"}
+    assert sorted(calls).count(("GET", "/applications")) == 2 and calls.count(("GET", "/publishers")) == 2
     listed = api.get(f"/api/v1/servers/{server.pk}/config-revisions/").json()["results"]
     assert [r["number"] for r in listed] == [2, 1]
 
