@@ -32,6 +32,17 @@ def make_server(name: str = "origin-1", **fields: Any) -> Server:
     return server
 
 
+def make_loopback_server(name: str, **fields: Any) -> tuple[Server, int]:
+    """An nginx-rtmp server on free loopback ports, its /stat and /control on an HTTP port of their own;
+    returns it and that HTTP port (to start nginx with)."""
+    from tests.nginx import free_port
+
+    http_port = free_port()
+    server = make_server(name, host="127.0.0.1", rtmp_port=free_port(), stat_url=f"http://127.0.0.1:{http_port}/stat",
+                         control_url=f"http://127.0.0.1:{http_port}/control", **fields)  # fmt: skip
+    return server, http_port
+
+
 def make_application(server: Server | None = None, name: str = "live", **fields: Any) -> Application:
     app = Application(server=server or make_server(), name=name, **fields)
     app.full_clean()

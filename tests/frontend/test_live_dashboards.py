@@ -16,7 +16,6 @@ from monitoring.models import Health, ServerStatus, Stream
 from streams.rendering import render_origin_config
 from tests import factories
 from tests.frontend.browser import browser, live_console, log_in  # noqa: F401  (fixtures)
-from tests.nginx import free_port
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000  # a bound against hanging, not a speed target
@@ -25,15 +24,11 @@ MARKER = "window.tallyNoReload"
 
 @pytest.fixture
 def origin(live_console, nginx_factory):  # noqa: F811
-    rtmp_port, http_port = free_port(), free_port()
-    server = factories.make_server(
-        "gym-origin", host="127.0.0.1", rtmp_port=rtmp_port, poll_interval_s=1,
-        stat_url=f"http://127.0.0.1:{http_port}/stat", control_url=f"http://127.0.0.1:{http_port}/control",
-    )  # fmt: skip
+    server, http_port = factories.make_loopback_server("gym-origin", poll_interval_s=1)
     app = factories.make_application(server, "live")
     nginx = nginx_factory(
         render_origin_config(server, [app], callback_base_url=live_console.base), http_port=http_port,
-        rtmp_port=rtmp_port,
+        rtmp_port=server.rtmp_port,
     )  # fmt: skip
     for role in ("admin", "operator", "viewer"):
         factories.make_user(role, role)

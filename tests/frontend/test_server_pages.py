@@ -17,7 +17,6 @@ from streams.models import PublishSession, Server
 from tests import factories
 from tests.factories import logged_in
 from tests.frontend.browser import browser, live_console, log_in  # noqa: F401  (fixtures)
-from tests.nginx import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -296,14 +295,10 @@ def test_outsider_is_refused(outsider):
 def test_server_pages_follow_a_real_origin_in_place(live_console, nginx_factory, ffmpeg_factory, browser):  # noqa: F811
     """daphne polling a real nginx-rtmp every second: both pages follow its health, figures and streams
     over the websocket without a reload (a marker on ``window`` would be gone), the charts take live points."""
-    rtmp_port, http_port = free_port(), free_port()
-    server = factories.make_server(
-        "gym-origin", rtmp_port=rtmp_port, poll_interval_s=1, stat_url=f"http://127.0.0.1:{http_port}/stat",
-        control_url=f"http://127.0.0.1:{http_port}/control",
-    )  # fmt: skip
+    server, http_port = factories.make_loopback_server("gym-origin", poll_interval_s=1)
     app = factories.make_application(server, "live")
     config = rendering.render_origin_config(server, [app], callback_base_url=live_console.base)
-    nginx = nginx_factory(config, http_port=http_port, rtmp_port=rtmp_port)
+    nginx = nginx_factory(config, http_port=http_port, rtmp_port=server.rtmp_port)
     issued = factories.issue_key(app, "Gym camera")
     factories.make_user("watcher", "viewer")
     row = f"tr[data-server='{server.pk}']"

@@ -20,7 +20,7 @@ from streams.models import PublishSession
 from streams.rendering import render_origin_config
 from tests import factories
 from tests.live_console import kill_worker, run_console, run_worker
-from tests.nginx import free_port, wait_until
+from tests.nginx import wait_until
 from tests.receivers import SmtpServer, WebhookReceiver
 
 GRACE_S = 6
@@ -40,14 +40,10 @@ def stack(transactional_db, tmp_path, nginx_factory, ffmpeg_factory):
            "TALLY_ALERT_EMAILS": "noc@example.test", "TALLY_ALERT_TICK_S": "1", "TALLY_DELIVERY_RETRY_S": "1",
            "TALLY_DELIVERY_RETRY_MAX_S": "2"}  # fmt: skip
     with run_console(tmp_path, **env) as console:
-        rtmp_port, http_port = free_port(), free_port()
-        server = factories.make_server(
-            "gym-origin", host="127.0.0.1", rtmp_port=rtmp_port, poll_interval_s=1,
-            stat_url=f"http://127.0.0.1:{http_port}/stat", control_url=f"http://127.0.0.1:{http_port}/control",
-        )  # fmt: skip
+        server, http_port = factories.make_loopback_server("gym-origin", poll_interval_s=1)
         app = factories.make_application(server, "live")
         nginx = nginx_factory(render_origin_config(server, [app], callback_base_url=console.base),
-                              http_port=http_port, rtmp_port=rtmp_port)  # fmt: skip
+                              http_port=http_port, rtmp_port=server.rtmp_port)  # fmt: skip
         issued = factories.issue_key(app, "Gym camera")
         yield SimpleNamespace(smtp=smtp, hook=hook, console=console, nginx=nginx, issued=issued,
                               url=nginx.rtmp_url("live", issued.secret), ffmpeg=ffmpeg_factory)  # fmt: skip

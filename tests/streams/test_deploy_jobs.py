@@ -35,15 +35,11 @@ def fleet(transactional_db, live_server, nginx_factory, agent_factory, settings)
                                   proxy_method=Server.ProxyMethod.LEAST_CONN, nginx_prefix_paths=True)  # fmt: skip
     origins, nginxes = [], {}
     for name in ("origin-b", "origin-a"):  # created out of order: the job orders by role, then name
-        rtmp_port, http_port = free_port(), free_port()
-        server = factories.make_server(
-            name, host="127.0.0.1", rtmp_port=rtmp_port, stat_url=f"http://127.0.0.1:{http_port}/stat",
-            control_url=f"http://127.0.0.1:{http_port}/control", nginx_prefix_paths=True,
-        )  # fmt: skip
+        server, http_port = factories.make_loopback_server(name, nginx_prefix_paths=True)
         factories.make_application(server, "live", settings={"on_update": False})
         ProxyMember.objects.create(proxy=proxy, origin=server)
         nginx = nginx_factory(render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL),
-                              http_port=http_port, rtmp_port=rtmp_port)  # fmt: skip
+                              http_port=http_port, rtmp_port=server.rtmp_port)  # fmt: skip
         agent = agent_factory(nginx)
         server.agent_url, server.agent_token = f"http://127.0.0.1:{agent.port}", TOKEN
         server.save()

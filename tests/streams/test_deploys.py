@@ -20,14 +20,10 @@ BOUND_S = 30
 def site(transactional_db, live_server, nginx_factory, agent_factory, settings):  # noqa: F811
     settings.CALLBACK_BASE_URL = f"http://127.0.0.1:{live_server.thread.port}"
     factories.default_alert_rules()
-    rtmp_port, http_port = free_port(), free_port()
-    server = factories.make_server(
-        "gym-origin", host="127.0.0.1", rtmp_port=rtmp_port, stat_url=f"http://127.0.0.1:{http_port}/stat",
-        control_url=f"http://127.0.0.1:{http_port}/control", nginx_prefix_paths=True,
-    )  # fmt: skip
+    server, http_port = factories.make_loopback_server("gym-origin", nginx_prefix_paths=True)
     app = factories.make_application(server, "live")
     nginx = nginx_factory(render_server_config(server, callback_base_url=settings.CALLBACK_BASE_URL),
-                          http_port=http_port, rtmp_port=rtmp_port)  # fmt: skip
+                          http_port=http_port, rtmp_port=server.rtmp_port)  # fmt: skip
     agent = agent_factory(nginx)
     server.agent_url, server.agent_token = f"http://127.0.0.1:{agent.port}", TOKEN
     server.save()

@@ -36,11 +36,7 @@ def topology(transactional_db, live_server, nginx_factory, settings):
                                   proxy_method=Server.ProxyMethod.LEAST_CONN, nginx_prefix_paths=True)  # fmt: skip
     origins = []
     for name in ("origin-a", "origin-b"):
-        rtmp_port, http_port = free_port(), free_port()
-        server = factories.make_server(
-            name, host="127.0.0.1", rtmp_port=rtmp_port, stat_url=f"http://127.0.0.1:{http_port}/stat",
-            control_url=f"http://127.0.0.1:{http_port}/control", nginx_prefix_paths=True,
-        )  # fmt: skip
+        server, http_port = factories.make_loopback_server(name, nginx_prefix_paths=True)
         factories.make_application(server, "live", settings={"on_update": False})
         ProxyMember.objects.create(proxy=proxy, origin=server)
         origins.append((server, http_port))

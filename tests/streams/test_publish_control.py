@@ -31,15 +31,11 @@ def stat_names(nginx):
 @pytest.fixture
 def origin(transactional_db, live_server, nginx_factory):
     publish_failures.reset()
-    rtmp_port, http_port = free_port(), free_port()
-    server = factories.make_server(
-        "rtmp-origin", host="127.0.0.1", rtmp_port=rtmp_port,
-        stat_url=f"http://127.0.0.1:{http_port}/stat", control_url=f"http://127.0.0.1:{http_port}/control",
-    )  # fmt: skip
+    server, http_port = factories.make_loopback_server("rtmp-origin")
     app = factories.make_application(server, "live", settings={"on_update_interval_s": 5})
     base = f"http://127.0.0.1:{live_server.thread.port}"
     nginx = nginx_factory(
-        render_origin_config(server, [app], callback_base_url=base), http_port=http_port, rtmp_port=rtmp_port
+        render_origin_config(server, [app], callback_base_url=base), http_port=http_port, rtmp_port=server.rtmp_port
     )
     yield SimpleNamespace(server=server, app=app, nginx=nginx)
     publish_failures.reset()
