@@ -14,7 +14,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	touch $@
 
+# The compiled stat reader (monitoring/pollers/_stat_reader.pyx); the script rebuilds it only when its
+# source, itself or the installed lxml changed.
 venv: $(VENV)/.installed
+	$(PY) deploy/scripts/build_stat_reader.py
 
 ## run: set up, migrate, make sure an admin exists, then serve the console under ASGI on the embedded default
 run: venv

@@ -8,16 +8,17 @@ ENV_FILE=/etc/tally/tally.env
 
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    python3 python3-venv postgresql redis-server rsync
+    python3 python3-venv python3-dev gcc postgresql redis-server rsync
 
 id tally >/dev/null 2>&1 || useradd --system --home /var/lib/tally --shell /usr/sbin/nologin tally
 install -d -o tally -g tally -m 0750 /var/lib/tally
 install -d -m 0750 -g tally /etc/tally
 
-rsync -a --delete --exclude .venv --exclude var --exclude .git ./ "$APP_DIR/"
+rsync -a --delete --exclude .venv --exclude var --exclude .git --exclude '*.so' ./ "$APP_DIR/"
 [ -x "$APP_DIR/.venv/bin/python" ] || python3 -m venv "$APP_DIR/.venv"
 "$APP_DIR/.venv/bin/pip" install -q --upgrade pip
 "$APP_DIR/.venv/bin/pip" install -q --no-deps -r "$APP_DIR/requirements.lock"
+"$APP_DIR/.venv/bin/python" "$APP_DIR/deploy/scripts/build_stat_reader.py" --force
 
 if [ ! -f "$ENV_FILE" ]; then
     db_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')

@@ -16,8 +16,11 @@ garbled field becomes ``None``; a document that is not stat XML becomes an unrea
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -32,11 +35,15 @@ if TYPE_CHECKING:
 
     from streams.models import Server
 
+log = logging.getLogger(__name__)
+
 MAX_STAT_BYTES = 16 * 1024 * 1024
 STAT_TIMEOUT_S = 5.0
 RELAY_FLASHVER = "ngx-local-relay"
 
 _Texts = dict[object, str | None]  # child tag -> text; comments and PIs have non-str tags
+# A <stream>'s texts: its own fields, each client's, meta/video's, meta/audio's.
+StreamTexts = tuple[_Texts, list[_Texts], _Texts, _Texts]
 _NO_TEXTS: _Texts = {}
 CLIENT_FIELDS = frozenset(("address", "id", "flashver", "avsync", "dropped"))  # besides <publishing/>
 VIDEO_FIELDS = frozenset(("codec", "profile", "width", "height", "frame_rate"))
@@ -173,19 +180,47 @@ def _parse_application(app: etree._Element, out: list[StreamSnapshot]) -> int | 
         elif child.tag == "live":
             lives.append(child)
     clients: int | None = None
+    streams: list[etree._Element] = []
     for live in lives:
         for child in live:
             tag = child.tag
             if tag == "stream":
-                out.append(_parse_stream(name, child))
+                streams.append(child)
             elif tag == "nclients":
                 count = _int(child.text)
                 if count is not None:
                     clients = (clients or 0) + count
+    for texts in read_streams(streams):
+        out.append(_parse_stream(name, texts))
     return clients
 
 
-def _read_stream(stream: etree._Element) -> tuple[_Texts, list[_Texts], _Texts, _Texts]:
+def read_streams_python(streams: list[etree._Element]) -> list[StreamTexts]:
+    """The texts of each ``<stream>`` (``_read_stream``), through lxml's Python API: the reference for the
+    compiled reader, and the reader when it is not built."""
+    return [_read_stream(stream) for stream in streams]
+
+
+def _compiled_reader() -> Callable[[list[etree._Element]], list[StreamTexts]] | None:
+    """``monitoring.pollers._stat_reader`` (deploy/scripts/build_stat_reader.py), when it is built and
+    loads against the installed lxml; else ``None``."""
+    try:
+        from monitoring.pollers import _stat_reader
+    except ImportError:
+        return None
+    except ValueError as exc:  # Cython's check: built against another lxml (its _Element changed size)
+        log.warning("compiled stat reader not used (rebuild it with make): %s", exc)
+        return None
+    return functools.partial(_stat_reader.read_streams, client_fields=CLIENT_FIELDS, video_fields=VIDEO_FIELDS)
+
+
+_compiled = _compiled_reader()
+# Which reader parse_stat uses ("compiled" or "python"); both give the same texts.
+STAT_READER = "compiled" if _compiled else "python"
+read_streams: Callable[[list[etree._Element]], list[StreamTexts]] = _compiled or read_streams_python
+
+
+def _read_stream(stream: etree._Element) -> StreamTexts:
     """Return the texts of one ``<stream>``: (its own fields, each client's, meta/video's, meta/audio's).
 
     One pass per level into tag->text dicts, reading the text only of the fields used (``CLIENT_FIELDS``,
@@ -226,9 +261,10 @@ def _read_stream(stream: etree._Element) -> tuple[_Texts, list[_Texts], _Texts, 
     return values, clients, video, audio
 
 
-def _parse_stream(app: str, stream: etree._Element) -> StreamSnapshot:
-    """Normalize one ``<stream>``: its own figures, its publisher and player counts, and its ``<meta>``."""
-    values, clients, video, audio = _read_stream(stream)
+def _parse_stream(app: str, texts: StreamTexts) -> StreamSnapshot:
+    """Normalize one ``<stream>`` from its texts: its own figures, its publisher and player counts, and its
+    ``<meta>``."""
+    values, clients, video, audio = texts
     publisher, viewers, relays, dropped = _summarize_clients(clients)
     return StreamSnapshot(
         app=app,
