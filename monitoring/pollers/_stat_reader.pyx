@@ -21,8 +21,13 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport strcmp, strlen
 
 from lxml.includes cimport tree
-from lxml.includes.etreepublic cimport _Element, import_lxml__etree
+from lxml.includes.etreepublic cimport LXML_VERSION_STRING, _Element, import_lxml__etree
 
+import lxml.etree
+
+# Built against one lxml release: refuse another (its element struct may differ even at the same size).
+if lxml.etree.__version__ != LXML_VERSION_STRING.decode():
+    raise ImportError(f"built against lxml {LXML_VERSION_STRING.decode()}, lxml {lxml.etree.__version__} is installed")
 import_lxml__etree()
 
 cdef dict _NO_TEXTS = {}

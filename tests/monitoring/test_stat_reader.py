@@ -8,7 +8,9 @@ the real captures, documents with everything XML allows in odd places, and thous
 from __future__ import annotations
 
 import copy
+import importlib.abc
 import random
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,3 +170,33 @@ def test_same_results_on_line_mangled_captures(monkeypatch: pytest.MonkeyPatch) 
         assert fast == reference, b"\r\n".join(lines)[:2000]
         readable += bool(fast.streams)
     assert readable > 100  # enough of them parsed, with streams, for the comparison to mean something
+
+
+READER_MODULE = "monitoring.pollers._stat_reader"
+
+
+def hide_compiled_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitoring.pollers
+
+    monkeypatch.delattr(monitoring.pollers, "_stat_reader", raising=False)
+    monkeypatch.delitem(sys.modules, READER_MODULE, raising=False)
+
+
+def test_without_the_compiled_reader_the_python_one_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_compiled_reader(monkeypatch)
+    monkeypatch.setitem(sys.modules, READER_MODULE, None)  # as if never built
+    assert nginx_rtmp._compiled_reader() is None
+
+
+def test_a_reader_built_against_another_lxml_is_refused_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class RefuseReader(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object, target: object = None) -> None:
+            if name == READER_MODULE:  # what the module raises at import when lxml changed since the build
+                raise ImportError("built against lxml 5.0.0, lxml 6.1.3 is installed")
+
+    hide_compiled_reader(monkeypatch)
+    monkeypatch.setattr(sys, "meta_path", [RefuseReader(), *sys.meta_path])
+    assert nginx_rtmp._compiled_reader() is None
+    assert "compiled stat reader not used" in caplog.text and "built against lxml 5.0.0" in caplog.text
