@@ -18,7 +18,7 @@ rsync -a --delete --exclude .venv --exclude var --exclude .git --exclude '*.so' 
 [ -x "$APP_DIR/.venv/bin/python" ] || python3 -m venv "$APP_DIR/.venv"
 "$APP_DIR/.venv/bin/pip" install -q --upgrade pip
 "$APP_DIR/.venv/bin/pip" install -q --no-deps -r "$APP_DIR/requirements.lock"
-"$APP_DIR/.venv/bin/python" "$APP_DIR/deploy/scripts/build_stat_reader.py" --force
+"$APP_DIR/.venv/bin/python" "$APP_DIR/deploy/scripts/build_stat_reader.py" --force --strict
 
 if [ ! -f "$ENV_FILE" ]; then
     db_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
