@@ -73,4 +73,4 @@ beat: venv
 	$(VENV)/bin/celery -A console beat --loglevel INFO --schedule var/celerybeat-schedule
 
 clean:
-	rm -rf $(VENV) var/pytest var/check
+	rm -rf $(VENV) var/pytest var/check monitoring/pollers/_stat_reader.*.so
