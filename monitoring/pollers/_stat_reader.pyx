@@ -4,9 +4,10 @@
 Reading one ``<stream>`` through lxml's Python API costs a Python proxy object, a tag string and a text
 string per element, about two thirds of a 1,000-stream poll's parse (bench/parse_stat.py). This module
 walks the libxml2 nodes of the tree lxml already built (lxml's public C API, the headers its wheel
-ships) and creates Python objects only for the fields ``nginx_rtmp`` reads. It returns exactly what
-``_read_stream`` returns for every document Tally ever reads; tests/monitoring/test_stat_reader.py
-holds the two to the same results on the fixtures, hostile documents and mutated ones. The Python
+ships) and creates Python objects only for the fields ``nginx_rtmp`` reads. Its texts are
+``_read_stream``'s, except that it skips what no field is read from (comments, processing instructions,
+namespaced elements), so both give the same snapshots: tests/monitoring/test_stat_reader.py holds them
+to that on the captures, odd documents and mutated ones. The Python
 reader stays the reference and the fallback when this module is not built
 (deploy/scripts/build_stat_reader.py, run by ``make``).
 
