@@ -25,8 +25,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# This file is deploy.py: without its own folder on the path, "deploy" is the repository's deploy/ folder.
-sys.path = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
+sys.path.insert(0, str(ROOT))  # before bench/: "deploy" is then the package deploy/, not this file
 
 from deploy.demo import APP_NAME, FLAPPING, STEADY, Demo  # noqa: E402
 from tests.nginx import NGINX, free_port, terminate, wait_until  # noqa: E402
