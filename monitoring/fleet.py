@@ -81,7 +81,7 @@ def last_reloads(server_ids: Iterable[int]) -> dict[int, datetime]:
     return {row["server_id"]: row["at"] for row in rows}
 
 
-def stream_health(stream: Stream, reloads: dict[int, datetime] | None = None) -> str:
+def stream_health(stream: Stream, reloads: dict[int, datetime]) -> str:
     """``ok``, or why a live stream is unhealthy (the same conditions as ``unhealthy_streams``).
 
     A stream missing from /stat that went live before its server's last reload (``reloads``, from
@@ -89,7 +89,7 @@ def stream_health(stream: Stream, reloads: dict[int, datetime] | None = None) ->
     /stat and /control no longer see, not dropped."""
     latest = stream.latest or {}
     if stream.missing_since is not None:
-        reloaded = (reloads or {}).get(stream.server_id)
+        reloaded = reloads.get(stream.server_id)
         if reloaded is not None and stream.live_since is not None and stream.live_since <= reloaded:
             return PRE_RELOAD
         return "missing from /stat"
