@@ -64,7 +64,7 @@ lock:
 
 ## Scalable mode (set DATABASE_URL and REDIS_URL): HTTP, websockets, worker, beat
 serve: venv
-	$(VENV)/bin/uwsgi --strict --master --http-socket $(HOST):$(PORT) --module console.wsgi:application --processes 3 --lazy-apps --single-interpreter --enable-threads --need-app --die-on-term --harakiri 30 --buffer-size 65535 --env TALLY_DB_PERSISTENT=1  # as deploy/systemd/tally-web.service
+	TALLY_DB_PERSISTENT=1 $(VENV)/bin/uwsgi --strict --master --http-socket $(HOST):$(PORT) --module console.wsgi:application --processes 3 --lazy-apps --single-interpreter --enable-threads --need-app --die-on-term --harakiri 30 --buffer-size 65535  # as deploy/systemd/tally-web.service
 serve-ws: venv
 	$(VENV)/bin/daphne -b $(HOST) -p $(WS_PORT) console.asgi:application
 worker: venv

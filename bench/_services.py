@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_CTL = ROOT / "tests" / "bin" / "pg_ctl"  # runs pg_ctl as the postgres user when we are root
 sys.path.insert(0, str(ROOT))
 
-from tests.production import web_command, web_processes  # noqa: E402
+from tests.production import web_command, web_environment, web_processes  # noqa: E402
 
 
 def free_port() -> int:
@@ -88,13 +88,14 @@ WEB_PROCESSES = web_processes()
 
 @contextlib.contextmanager
 def console(env: dict[str, str], workers: int = WEB_PROCESSES) -> Iterator[int]:
-    """The console's HTTP side as production serves it (uWSGI with the options of
+    """The console's HTTP side as production serves it (uWSGI with the options and environment of
     deploy/systemd/tally-web.service, ``workers`` processes); yields its port."""
     port = free_port()
     command = web_command(port, workers)
     log_path = Path(env["TALLY_VAR_DIR"]) / "web.log"  # a file, not a pipe nobody reads while it fills
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        process = subprocess.Popen(command, cwd=ROOT, env={**env, **web_environment()}, stdout=subprocess.DEVNULL,
+                                   stderr=log)  # fmt: skip
     try:
         try:
             wait_for_port(port)

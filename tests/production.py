@@ -1,5 +1,5 @@
-"""How production serves the console's HTTP side: the uWSGI command of deploy/systemd/tally-web.service,
-for tests and benchmarks that must run the console exactly that way."""
+"""How production serves the console's HTTP side: the uWSGI command and environment of
+deploy/systemd/tally-web.service, for tests and benchmarks that must run the console exactly that way."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB_UNIT = ROOT / "deploy" / "systemd" / "tally-web.service"
 
 
+def _unit_values(directive: str) -> list[str]:
+    prefix = f"{directive}="
+    return [line.removeprefix(prefix) for line in WEB_UNIT.read_text().splitlines() if line.startswith(prefix)]
+
+
 def _unit_command() -> list[str]:
-    exec_start = next(line for line in WEB_UNIT.read_text().splitlines() if line.startswith("ExecStart="))
-    return shlex.split(exec_start.removeprefix("ExecStart="))
+    (exec_start,) = _unit_values("ExecStart")
+    return shlex.split(exec_start)
+
+
+def web_environment() -> dict[str, str]:
+    """The variables the unit sets with ``Environment=`` (on top of /etc/tally/tally.env)."""
+    assignments = [word for value in _unit_values("Environment") for word in shlex.split(value)]
+    return dict(assignment.split("=", 1) for assignment in assignments)
 
 
 def web_processes() -> int:
@@ -24,7 +35,7 @@ def web_processes() -> int:
 
 def web_command(port: int, processes: int | None = None) -> list[str]:
     """The unit's command with this environment's uwsgi, listening on 127.0.0.1:``port``, optionally with
-    another number of processes."""
+    another number of processes. Run it with ``web_environment()`` in its environment."""
     command = _unit_command()
     command[0] = str(Path(sys.executable).with_name("uwsgi"))
     command[command.index("--http-socket") + 1] = f"127.0.0.1:{port}"

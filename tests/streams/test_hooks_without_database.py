@@ -13,7 +13,7 @@ import pytest
 
 from tests.console.test_modes import ROOT, clean_env, free_port
 from tests.nginx import terminate
-from tests.production import web_command
+from tests.production import web_command, web_environment
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def port(tmp_path_factory):
     dead_port = free_port()  # nothing listens there
     env = clean_env(
         TALLY_VAR_DIR=str(tmp_path_factory.mktemp("var")), DATABASE_URL=f"postgres://tally@127.0.0.1:{dead_port}/tally",
-        LOG_LEVEL="CRITICAL",
+        LOG_LEVEL="CRITICAL", **web_environment(),
     )  # fmt: skip
     port = free_port()
     server = subprocess.Popen(web_command(port, processes=1), cwd=ROOT, env=env,
