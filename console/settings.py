@@ -172,13 +172,17 @@ if DATABASE_URL:
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": 2, "max_size": env_int("TALLY_DB_POOL_SIZE", 10), "timeout": 3
         }  # fmt: skip
-    if env_bool("TALLY_DB_PREPARE", True):
+    # Session state on the database connections: prepared statements, and the publish callback's
+    # function with its cached plan (streams.hotpath). TALLY_DB_PREPARE=0 behind PgBouncer in
+    # transaction mode, which cannot keep either.
+    DB_SESSION_STATE = env_bool("TALLY_DB_PREPARE", True)
+    if DB_SESSION_STATE:
         # A statement run 5 times on a connection is prepared: parsed once, yet still planned for each
         # run's values (a generic plan, chosen while the statistics lagged behind a fast-growing
-        # sessions table, scanned every open session). TALLY_DB_PREPARE=0 behind PgBouncer in
-        # transaction mode, which cannot keep prepared statements.
+        # sessions table, scanned every open session).
         DATABASES["default"]["OPTIONS"].update(prepare_threshold=5, options="-c plan_cache_mode=force_custom_plan")
 else:
+    DB_SESSION_STATE = False
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {

@@ -196,9 +196,10 @@ def decide_publish(
         events.publish_rejected(server.pk, cb.app, cb.addr, "rate_limited")
         return Decision(403, reason="rate_limited")  # no database work while blocked
     digest = hash_secret(cb.name)
+    quick = True
     for _ in range(PUBLISH_ATTEMPTS):
         if context is None:
-            context = hotpath.load_publish_context(server.pk, digest, cb.client_id)
+            context = hotpath.load_publish_context(server.pk, digest, cb.client_id, quick=quick)
         key, rows = context.key, context.open_sessions
         reason = _refusal(server, cb, key, digest, now)
         if reason:
@@ -223,7 +224,9 @@ def decide_publish(
         )  # fmt: skip
         if session is not None:
             break
-        context = None  # a concurrent publish took the same place (or client id) first: read again
+        # A concurrent publish took the same place first, or this client id has an open session the
+        # quick read leaves out: read again, in full.
+        context, quick = None, False
     else:
         return _reject(server, cb, key, "too_many_publishers", now)
     recent_keys.remember(server.pk, cb.app, digest, key.public_name)

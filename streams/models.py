@@ -380,7 +380,11 @@ class PublishSession(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["server", "client_id"],
-                condition=models.Q(ended__isnull=True),
+                # server is never NULL: the second condition only keeps the planner from reading every
+                # open session through this index for "open sessions of a key" (a lookup without a
+                # server), which it did in a plan made while the table was nearly empty and kept
+                # (streams.hotpath's cached publish context plan). Lookups by server still use it.
+                condition=models.Q(ended__isnull=True, server__isnull=False),
                 name="%(app_label)s_%(class)s_one_open_per_client",
             ),
             models.UniqueConstraint(
