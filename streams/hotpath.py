@@ -5,10 +5,10 @@ several times what PostgreSQL spends answering (about 0.5 ms per query on a smal
 0.1 ms). A publish decision is two statements in autocommit, no explicit transaction: one SELECT reads
 the server, the key and its open sessions (``load_publish_context``; on PostgreSQL through a function
 whose plan each connection keeps, because planning the statement cost PostgreSQL more than running it),
-one INSERT opens the session (the key's last use is read from its sessions, so no key row is written). The concurrent-publisher limit
-needs no row lock: each open session holds a publisher place below the key's limit, and a unique index
-on (key, place) among open sessions refuses a second claim of the same place (``insert_session``
-returns None and the caller decides again).
+one INSERT opens the session (the key's last use is read from its sessions, so no key row is written).
+The concurrent-publisher limit needs no row lock: each open session holds a publisher place below the
+key's limit, and a unique index on (key, place) among open sessions refuses a second claim of the same
+place (``insert_session`` returns None and the caller decides again).
 Rows become model instances through ``Model.from_db`` with the fields' own database converters
 (the same two steps ``QuerySet.raw`` takes, looked up once per column set instead of per row), and the
 rules stay in ``hooks`` and the model methods. Works on PostgreSQL and SQLite.
