@@ -204,7 +204,7 @@ class ApplicationDetailView(RoleView):
             state = ""
         now = timezone.now()
         rows = [(key, key_display_state(key, now)) for key in keys_for_listing(app.keys.all(), now, state)]
-        live = app.publish_sessions.filter(ended__isnull=True).select_related("server", "key").order_by("public_name")
+        live = app.publish_sessions.open().select_related("server", "key").order_by("public_name")
         context = {"app": app, "rows": rows, "state": state, "states": KEY_STATES, "live": live}
         return render(request, "frontend/application_detail.html", context)
 

@@ -57,7 +57,7 @@ def pending_sessions() -> QuerySet[PublishSession]:
     polled_live = Stream.objects.filter(
         server_id=OuterRef("server_id"), app=OuterRef("app_name"), name=OuterRef("public_name"), live=True
     )
-    return PublishSession.objects.filter(ended__isnull=True).exclude(Exists(polled_live))
+    return PublishSession.objects.open().exclude(Exists(polled_live))
 
 
 def unhealthy_streams() -> QuerySet[Stream]:

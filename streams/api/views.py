@@ -27,6 +27,7 @@ from streams.models import (
     ProxyMember,
     PublishReject,
     PublishSession,
+    PublishSessionQuerySet,
     Server,
     StreamKey,
 )
@@ -218,12 +219,15 @@ class StreamKeyViewSet(
 
 
 class PublishSessionFilter(django_filters.FilterSet):
-    live = django_filters.BooleanFilter(field_name="ended", lookup_expr="isnull")
+    live = django_filters.BooleanFilter(method="filter_live")
     since = django_filters.IsoDateTimeFilter(field_name="started", lookup_expr="gte")
 
     class Meta:
         model = PublishSession
         fields = ["server", "application", "key", "public_name", "live", "since", "end_reason"]
+
+    def filter_live(self, queryset: PublishSessionQuerySet, name: str, value: bool) -> PublishSessionQuerySet:
+        return queryset.open() if value else queryset.filter(ended__isnull=False)
 
 
 class PublishSessionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]

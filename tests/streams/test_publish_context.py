@@ -108,6 +108,7 @@ def test_without_session_state_only_the_full_statement_runs(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_that_cannot_create_the_function_decides_without_it(monkeypatch, caplog):
     monkeypatch.setattr(hotpath, "_QUICK_CONTEXT_FUNCTION", "CREATE FUNCTION pg_temp.broken(")  # refused
+    connection.close()  # a new connection, which has no function yet
     app = factories.make_application(factories.make_server())
     issued = factories.issue_key(app, max_publishers=2)
     assert publish(app.server, issued.secret, "1")["Location"] == issued.key.public_name
@@ -147,3 +148,22 @@ def test_the_kept_plan_reads_the_open_sessions_of_the_key_only_after_the_table_g
             seq_scans, fetched = cursor.fetchone()
     assert [s.client_id for s in context.open_sessions] == ["1"]
     assert seq_scans == 0 and fetched <= 2, f"{seq_scans} sequential scans, {fetched} sessions read"
+
+
+@pytest.mark.django_db
+def test_every_open_session_is_read_through_the_open_sessions_index():
+    """The condition that keeps the publish read off one_open_per_client must not keep the fleet-wide
+    "every open session" lookups (overview, API ?live=true) off it: ``open()`` says it too."""
+    app = factories.make_application(factories.make_server())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO streams_publishsession (server_id, application_id, app_name, public_name, client_id,"
+            " publisher_addr, encoder, secret_hash_used, started, ended, end_reason, viewers, peak_viewers)"
+            " SELECT %s, %s, 'live', 'n', i::text, '', '', '', now(), CASE WHEN i <= 50 THEN NULL ELSE now() END,"
+            " '', 0, 0 FROM generate_series(1, 50000) i",
+            [app.server.pk, app.pk],
+        )
+        cursor.execute("ANALYZE streams_publishsession")
+    assert PublishSession.objects.open().count() == 50
+    assert "one_open_per_client" in PublishSession.objects.open().explain()
+    assert "one_open_per_client" in app.publish_sessions.open().explain()
