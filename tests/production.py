@@ -3,8 +3,13 @@ deploy/systemd/tally-web.service, for tests and benchmarks that must run the con
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +47,27 @@ def web_command(port: int, processes: int | None = None) -> list[str]:
     if processes is not None:
         command[command.index("--processes") + 1] = str(processes)
     return command
+
+
+@contextlib.contextmanager
+def run_web(env: dict[str, str], processes: int = 1) -> Iterator[int]:
+    """The console's HTTP side as the unit runs it, with ``env`` plus the unit's environment, on a free
+    port; yields the port once it accepts connections (its output is discarded)."""
+    from tests.nginx import free_port, terminate  # pytest fixtures: not for the benchmarks' imports
+
+    port = free_port()
+    server = subprocess.Popen(web_command(port, processes), cwd=ROOT, env={**env, **web_environment()},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the console did not start") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        terminate(server)

@@ -2,9 +2,6 @@
 environment, tests/production.py), on the test PostgreSQL: each process keeps one database connection
 across requests (TALLY_DB_PERSISTENT), the setting the unit's sizing and bench/publish_auth.py rely on."""
 
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -13,30 +10,15 @@ import pytest
 from django.conf import settings
 
 from tests.live_console import console_env
-from tests.nginx import free_port, terminate
-from tests.production import ROOT, web_command, web_environment
+from tests.production import run_web, web_command, web_environment
 
 APPLICATION_NAME = "tally-web-persistence-test"
 
 
 @pytest.fixture
 def web_port(db, tmp_path):
-    port = free_port()
-    env = console_env(tmp_path, PGAPPNAME=APPLICATION_NAME, LOG_LEVEL="CRITICAL", **web_environment())
-    server = subprocess.Popen(web_command(port, processes=1), cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the console did not start"
-                time.sleep(0.2)
+    with run_web(console_env(tmp_path, PGAPPNAME=APPLICATION_NAME, LOG_LEVEL="CRITICAL")) as port:
         yield port
-    finally:
-        terminate(server)
 
 
 def callback(port):

@@ -3,17 +3,14 @@ unreachable: it answers nginx-rtmp's callbacks without hanging (publish is refus
 everything else is allowed so live streams survive), and answers malformed HTTP requests too."""
 
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.console.test_modes import ROOT, clean_env, free_port
-from tests.nginx import terminate
-from tests.production import web_command, web_environment
+from tests.console.test_modes import clean_env, free_port
+from tests.production import run_web
 
 
 @pytest.fixture(scope="module")
@@ -21,23 +18,10 @@ def port(tmp_path_factory):
     dead_port = free_port()  # nothing listens there
     env = clean_env(
         TALLY_VAR_DIR=str(tmp_path_factory.mktemp("var")), DATABASE_URL=f"postgres://tally@127.0.0.1:{dead_port}/tally",
-        LOG_LEVEL="CRITICAL", **web_environment(),
+        LOG_LEVEL="CRITICAL",
     )  # fmt: skip
-    port = free_port()
-    server = subprocess.Popen(web_command(port, processes=1), cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "console did not start"
-                time.sleep(0.2)
+    with run_web(env) as port:
         yield port
-    finally:
-        terminate(server)
 
 
 def post(port, event, query, **fields):
