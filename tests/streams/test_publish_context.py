@@ -150,7 +150,9 @@ def test_the_kept_plan_reads_the_open_sessions_of_the_key_only_after_the_table_g
             )
             seq_scans, fetched = cursor.fetchone()
     assert [s.client_id for s in context.open_sessions] == ["1"]
-    assert seq_scans == 0 and fetched <= 2, f"{seq_scans} sequential scans, {fetched} sessions read"
+    # The key has one open session; a plan that walks every open session reads 5,001. (A few more than
+    # one can be read when the plan is remade meanwhile: the planner probes index bounds.)
+    assert seq_scans == 0 and fetched < 50, f"{seq_scans} sequential scans, {fetched} sessions read"
 
 
 @pytest.mark.django_db
