@@ -87,7 +87,8 @@ _KEY_SELECT = f"{_KEY.select('k')}, a.server_id, a.name"  # the application's id
 _KEY_FROM = "streams_streamkey k JOIN streams_application a ON a.id = k.application_id"
 _KEY_MATCH = "k.secret_hash = %s OR k.previous_secret_hash = %s"
 _KEY_SQL = f"SELECT {_KEY_SELECT} FROM {_KEY_FROM} WHERE {_KEY_MATCH}"  # noqa: S608
-_SESSION_SELECT = "p.id, p.key_id, p.server_id, p.client_id, p.publisher_slot"
+_SESSION_COLUMNS = ("id", "key_id", "server_id", "client_id", "publisher_slot")  # OpenSession's order
+_SESSION_SELECT = ", ".join(f"p.{column}" for column in _SESSION_COLUMNS)
 
 # A publish context row: the server's columns, the key's (the application's id is the key's
 # application_id), then an open session's.
@@ -100,17 +101,24 @@ def _nulls(count: int) -> str:
     return ", ".join(["NULL"] * count)
 
 
+def _server_key_and_its_sessions(key_match: str, server: str) -> str:
+    """Two branches of a publish context read: the server with the key ``key_match`` finds (NULL if none)
+    and NULL session columns, then a row with only session columns for each open session of that key."""
+    return (
+        f"SELECT {_SERVER.select('s')}, {_KEY_SELECT}, {_nulls(len(_SESSION_COLUMNS))}"  # noqa: S608
+        f" FROM streams_server s LEFT JOIN ({_KEY_FROM}) ON {key_match} WHERE s.id = {server}"
+        f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
+        f" WHERE p.ended IS NULL AND p.key_id = (SELECT k.id FROM streams_streamkey k WHERE {key_match})"
+    )
+
+
 # Three branches, each reading its rows by equality on an index, whatever the planner's statistics
 # say (joining the key to its sessions got a full scan of the open sessions while statistics lagged
-# behind a fast-growing table): the server with the key (NULL if unknown) and NULL session columns,
-# then a row with only session columns for each open session of that key, and for each open session
-# of this client id on this server.
+# behind a fast-growing table): the server with the key of the current or previous secret and that
+# key's open sessions, then a row with only session columns for each open session of this client id
+# on this server.
 _PUBLISH_CONTEXT_SQL = (
-    f"SELECT {_SERVER.select('s')}, {_KEY_SELECT},"  # noqa: S608
-    f" {_nulls(_SESSION_SELECT.count(',') + 1)}"
-    f" FROM streams_server s LEFT JOIN ({_KEY_FROM}) ON {_KEY_MATCH} WHERE s.id = %s"
-    f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
-    f" WHERE p.ended IS NULL AND p.key_id = (SELECT k.id FROM streams_streamkey k WHERE {_KEY_MATCH})"
+    f"{_server_key_and_its_sessions(_KEY_MATCH, '%s')}"  # noqa: S608
     f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
     " WHERE p.ended IS NULL AND p.server_id = %s AND p.client_id = %s"
 )
@@ -204,17 +212,11 @@ def _context(rows: list[Any]) -> PublishContext:
 #   PublishSession's one_open_per_client constraint).
 # A temporary function (pg_temp), created on each connection at its first publish: nothing in the
 # schema to migrate, and its columns are always the models' (``%TYPE``).
-_QUICK_CONTEXT_SQL = (
-    f"SELECT {_SERVER.select('s')}, {_KEY_SELECT},"  # noqa: S608
-    f" {_nulls(_SESSION_SELECT.count(',') + 1)}"
-    f" FROM streams_server s LEFT JOIN ({_KEY_FROM}) ON k.secret_hash = p_digest WHERE s.id = p_server"
-    f" UNION ALL SELECT {_nulls(_SESSION_AT)}, {_SESSION_SELECT} FROM streams_publishsession p"
-    " WHERE p.ended IS NULL AND p.key_id = (SELECT k.id FROM streams_streamkey k WHERE k.secret_hash = p_digest)"
-)
+_QUICK_CONTEXT_SQL = _server_key_and_its_sessions("k.secret_hash = p_digest", "p_server")
 _CONTEXT_COLUMNS = [
     *((field.model._meta.db_table, field.column) for columns in (_SERVER, _KEY) for field in columns.fields),
-    *(("streams_application", column) for column in ("server_id", "name")),
-    *(("streams_publishsession", column) for column in ("id", "key_id", "server_id", "client_id", "publisher_slot")),
+    *(("streams_application", field.column) for field in _APPLICATION.fields[1:]),  # as in _KEY_SELECT
+    *(("streams_publishsession", column) for column in _SESSION_COLUMNS),
 ]
 _QUICK_CONTEXT_FUNCTION = (
     "CREATE OR REPLACE FUNCTION pg_temp.tally_publish_context(p_server bigint, p_digest text) RETURNS TABLE ("
